@@ -1,0 +1,362 @@
+//! The background side: drains the per-thread rings and forwards each record to the sinks,
+//! resolving (and caching) one handle per series. Runs on the layer's own thread, on
+//! `flush()`, and inside OpenTelemetry collection, never on a thread that is recording.
+
+pub(crate) mod otel;
+pub(crate) mod recorder;
+
+use std::collections::HashMap;
+
+use metrics::Label;
+use opentelemetry::metrics::BoundHistogram;
+use opentelemetry::KeyValue;
+use rtrb::Consumer;
+
+use crate::buffer::{Buffers, Record};
+use crate::config::Config;
+use crate::names;
+use crate::registry::{Registry, OTHER_ID, OVERFLOW_COMMAND, OVERFLOW_ENTRY};
+
+use self::otel::Instruments;
+use self::recorder::RecorderHandles;
+
+const NANOS_PER_SECOND: f64 = 1e9;
+
+/// Handles of one histogram series in both sinks.
+#[derive(Default)]
+struct HistogramPair {
+    metrics: Option<metrics::Histogram>,
+    otel: Option<BoundHistogram<f64>>,
+}
+
+impl HistogramPair {
+    fn record(&self, seconds: f64) {
+        if let Some(h) = &self.metrics {
+            h.record(seconds);
+        }
+        if let Some(h) = &self.otel {
+            h.record(seconds);
+        }
+    }
+}
+
+/// Handles of one duration/busy series.
+struct Series {
+    duration: HistogramPair,
+    busy: Option<HistogramPair>,
+}
+
+/// A counter of folded records in both sinks.
+struct FoldCounter {
+    metrics: Option<metrics::Counter>,
+    otel: Option<opentelemetry::metrics::BoundCounter<u64>>,
+}
+
+impl FoldCounter {
+    fn add(&self, n: u64) {
+        if let Some(c) = &self.metrics {
+            c.increment(n);
+        }
+        if let Some(c) = &self.otel {
+            c.add(n);
+        }
+    }
+}
+
+/// Per-command state: in-flight count, its gauge, and the error types seen.
+struct CommandState {
+    active: i64,
+    published: i64,
+    gauge: Option<metrics::Gauge>,
+    otel_attributes: Vec<KeyValue>,
+    error_types: Vec<u16>,
+}
+
+/// Background aggregation state of one layer.
+pub(crate) struct Pump {
+    consumers: Vec<Consumer<Record>>,
+    recorder: RecorderHandles,
+    otel: Option<Instruments>,
+    series: HashMap<(u32, Option<u16>), Series>,
+    overflow_series: Option<Series>,
+    marks: HashMap<(u32, u16), HistogramPair>,
+    overflow_marks: Option<HistogramPair>,
+    commands: Vec<Option<CommandState>>,
+    folded_durations: Option<FoldCounter>,
+    folded_marks: Option<FoldCounter>,
+    dropped: Option<metrics::Counter>,
+}
+
+/// What a drain needs to read besides the pump itself.
+pub(crate) struct Context<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) registry: &'a Registry,
+    pub(crate) buffers: &'a Buffers,
+}
+
+fn seconds(nanos: u64) -> f64 {
+    nanos as f64 / NANOS_PER_SECOND
+}
+
+impl Pump {
+    pub(crate) fn new(recorder: RecorderHandles, otel: Option<Instruments>) -> Self {
+        let dropped = recorder.counter(names::PROM_DROPPED, Vec::new());
+        Self {
+            consumers: Vec::new(),
+            recorder,
+            otel,
+            series: HashMap::new(),
+            overflow_series: None,
+            marks: HashMap::new(),
+            overflow_marks: None,
+            commands: Vec::new(),
+            folded_durations: None,
+            folded_marks: None,
+            dropped,
+        }
+    }
+
+    /// Forwards everything buffered so far to the sinks.
+    pub(crate) fn drain(&mut self, cx: &Context<'_>) {
+        self.consumers.extend(cx.buffers.take_new());
+        let mut consumers = std::mem::take(&mut self.consumers);
+        for consumer in &mut consumers {
+            let available = consumer.slots();
+            if let Ok(chunk) = consumer.read_chunk(available) {
+                for record in chunk {
+                    self.apply(cx, record);
+                }
+            }
+        }
+        // A ring whose thread has exited and that is now empty is done with.
+        consumers.retain(|c| !(c.is_abandoned() && c.is_empty()));
+        self.consumers = consumers;
+        self.publish(cx);
+    }
+
+    fn apply(&mut self, cx: &Context<'_>, record: Record) {
+        match record {
+            Record::Started { command } => self.command(cx, command).active += 1,
+            Record::Moved { from, to } => {
+                self.command(cx, from).active -= 1;
+                self.command(cx, to).active += 1;
+            }
+            Record::Finished {
+                entry,
+                error,
+                duration_ns,
+                busy_ns,
+            } => {
+                let command = cx.registry.entry(entry).command;
+                let state = self.command(cx, command);
+                state.active -= 1;
+                let error = error.map(|id| capped_error_type(state, id, cx.config.max_error_types));
+                let series = self.series(cx, entry, error);
+                series.duration.record(seconds(duration_ns));
+                if let Some(busy) = &series.busy {
+                    busy.record(seconds(busy_ns));
+                }
+            }
+            Record::Marked {
+                command,
+                mark,
+                elapsed_ns,
+            } => self.mark(cx, command, mark).record(seconds(elapsed_ns)),
+        }
+    }
+
+    fn command(&mut self, cx: &Context<'_>, id: u32) -> &mut CommandState {
+        let index = id as usize;
+        if self.commands.len() <= index {
+            self.commands.resize_with(index + 1, || None);
+        }
+        let recorder = &self.recorder;
+        self.commands[index].get_or_insert_with(|| {
+            let (otel_attributes, labels) = if id == OVERFLOW_COMMAND {
+                overflow_attributes()
+            } else {
+                let name = cx.registry.command(id).name.to_string();
+                (
+                    vec![KeyValue::new(names::ATTR_COMMAND, name.clone())],
+                    vec![Label::new(names::ATTR_COMMAND, name)],
+                )
+            };
+            CommandState {
+                active: 0,
+                published: 0,
+                gauge: recorder.gauge(names::PROM_ACTIVE, labels),
+                otel_attributes,
+                error_types: Vec::new(),
+            }
+        })
+    }
+
+    fn series(&mut self, cx: &Context<'_>, entry: u32, error: Option<u16>) -> &Series {
+        let key = (entry, error);
+        let fold = entry == OVERFLOW_ENTRY
+            || (!self.series.contains_key(&key) && self.series.len() >= cx.config.max_series);
+        if fold {
+            self.folded(names::OTEL_DURATION, names::PROM_DURATION).add(1);
+            let (otel, prom) = overflow_attributes();
+            return self
+                .overflow_series
+                .get_or_insert_with(|| make_series(&self.recorder, self.otel.as_ref(), cx, otel, prom));
+        }
+        if !self.series.contains_key(&key) {
+            let (otel, prom) = series_attributes(cx, entry, error);
+            let series = make_series(&self.recorder, self.otel.as_ref(), cx, otel, prom);
+            self.series.insert(key, series);
+        }
+        &self.series[&key]
+    }
+
+    fn mark(&mut self, cx: &Context<'_>, command: u32, mark: u16) -> &HistogramPair {
+        let key = (command, mark);
+        let fold = command == OVERFLOW_COMMAND
+            || (!self.marks.contains_key(&key) && self.marks.len() >= cx.config.max_series);
+        if fold {
+            self.folded(names::OTEL_MARK, names::PROM_MARK).add(1);
+            let (otel, prom) = overflow_attributes();
+            let (recorder, instruments) = (&self.recorder, self.otel.as_ref());
+            return self.overflow_marks.get_or_insert_with(|| HistogramPair {
+                metrics: recorder.histogram(names::PROM_MARK, prom),
+                otel: instruments.map(|i| i.mark.bind(&otel)),
+            });
+        }
+        if !self.marks.contains_key(&key) {
+            let command_name = cx.registry.command(command).name.to_string();
+            let mark_name = cx.registry.marks.get(mark).to_owned();
+            let otel = [
+                KeyValue::new(names::ATTR_COMMAND, command_name.clone()),
+                KeyValue::new(names::ATTR_MARK, mark_name.clone()),
+            ];
+            let prom = vec![
+                Label::new(names::ATTR_COMMAND, command_name),
+                Label::new(names::ATTR_MARK, mark_name),
+            ];
+            let pair = HistogramPair {
+                metrics: self.recorder.histogram(names::PROM_MARK, prom),
+                otel: self.otel.as_ref().map(|i| i.mark.bind(&otel)),
+            };
+            self.marks.insert(key, pair);
+        }
+        &self.marks[&key]
+    }
+
+    fn folded(&mut self, otel_metric: &'static str, prom_metric: &'static str) -> &FoldCounter {
+        let slot = if otel_metric == names::OTEL_MARK {
+            &mut self.folded_marks
+        } else {
+            &mut self.folded_durations
+        };
+        let (recorder, instruments) = (&self.recorder, self.otel.as_ref());
+        slot.get_or_insert_with(|| FoldCounter {
+            metrics: recorder.counter(
+                names::PROM_OVERFLOW,
+                vec![Label::new(names::ATTR_METRIC, prom_metric)],
+            ),
+            otel: instruments.map(|i| i.overflow.bind(&[KeyValue::new(names::ATTR_METRIC, otel_metric)])),
+        })
+    }
+
+    /// Pushes gauges and the dropped count to the `metrics` sink.
+    fn publish(&mut self, cx: &Context<'_>) {
+        for state in self.commands.iter_mut().flatten() {
+            if state.active != state.published {
+                if let Some(gauge) = &state.gauge {
+                    // A span closed on another thread can be drained before its start: never
+                    // show a negative count for that moment.
+                    gauge.set(state.active.max(0) as f64);
+                }
+                state.published = state.active;
+            }
+        }
+        if let Some(dropped) = &self.dropped {
+            dropped.absolute(cx.buffers.dropped());
+        }
+    }
+
+    /// Reports each command's in-flight count to an OpenTelemetry observer.
+    pub(crate) fn observe_active(&self, observe: &mut dyn FnMut(i64, &[KeyValue])) {
+        for state in self.commands.iter().flatten() {
+            observe(state.active.max(0), &state.otel_attributes);
+        }
+    }
+}
+
+/// The error type id to report: per command, at most `cap` distinct ones, then `_OTHER`.
+fn capped_error_type(state: &mut CommandState, id: u16, cap: usize) -> u16 {
+    if state.error_types.contains(&id) {
+        id
+    } else if id != OTHER_ID && state.error_types.len() < cap {
+        state.error_types.push(id);
+        id
+    } else {
+        OTHER_ID
+    }
+}
+
+fn overflow_attributes() -> (Vec<KeyValue>, Vec<Label>) {
+    (
+        vec![KeyValue::new(names::ATTR_OVERFLOW, "true")],
+        vec![Label::new(names::PROM_OVERFLOW_LABEL, "true")],
+    )
+}
+
+fn series_attributes(cx: &Context<'_>, entry: u32, error: Option<u16>) -> (Vec<KeyValue>, Vec<Label>) {
+    let entry = cx.registry.entry(entry);
+    let command = cx.registry.command(entry.command).name.to_string();
+    let outcome = if error.is_some() { "error" } else { "ok" };
+    let mut otel = vec![
+        KeyValue::new(names::ATTR_COMMAND, command.clone()),
+        KeyValue::new(names::ATTR_OUTCOME, outcome),
+    ];
+    let mut prom = vec![
+        Label::new(names::ATTR_COMMAND, command),
+        Label::new(names::ATTR_OUTCOME, outcome),
+    ];
+    if let Some(id) = error {
+        let error_type = cx.registry.error_types.get(id).to_owned();
+        otel.push(KeyValue::new(names::ATTR_ERROR_TYPE, error_type.clone()));
+        prom.push(Label::new(names::PROM_ERROR_TYPE, error_type));
+    }
+    for (name, value) in cx.config.selection.labels.iter().zip(entry.labels.iter()) {
+        if let Some(value) = value {
+            otel.push(KeyValue::new(name.clone(), value.to_string()));
+            prom.push(Label::new(prometheus_label(name), value.to_string()));
+        }
+    }
+    (otel, prom)
+}
+
+/// A field name as a Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+fn prometheus_label(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+fn make_series(
+    recorder: &RecorderHandles,
+    otel: Option<&Instruments>,
+    cx: &Context<'_>,
+    otel_attributes: Vec<KeyValue>,
+    labels: Vec<Label>,
+) -> Series {
+    let busy = cx.config.busy_time.then(|| HistogramPair {
+        metrics: recorder.histogram(names::PROM_BUSY, labels.clone()),
+        otel: otel.map(|i| i.busy.bind(&otel_attributes)),
+    });
+    Series {
+        duration: HistogramPair {
+            metrics: recorder.histogram(names::PROM_DURATION, labels),
+            otel: otel.map(|i| i.duration.bind(&otel_attributes)),
+        },
+        busy,
+    }
+}

@@ -1,0 +1,68 @@
+//! The `metrics` facade sink: resolves `metrics` handles for a series, in the background thread.
+
+use metrics::{Counter, Gauge, Histogram, Key, Label, Recorder, SharedString, Unit};
+
+use crate::config::RecorderSink;
+use crate::names;
+
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// Creates `metrics` handles on the configured recorder.
+pub(crate) struct RecorderHandles {
+    sink: RecorderSink,
+}
+
+impl RecorderHandles {
+    pub(crate) fn new(sink: RecorderSink) -> Self {
+        let handles = Self { sink };
+        handles.describe();
+        handles
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&dyn Recorder) -> T) -> Option<T> {
+        match &self.sink {
+            RecorderSink::Global => Some(metrics::with_recorder(f)),
+            RecorderSink::Recorder(recorder) => Some(f(&**recorder)),
+            RecorderSink::Off => None,
+        }
+    }
+
+    fn describe(&self) {
+        let text: [(&'static str, Unit, &'static str); 6] = [
+            (names::PROM_DURATION, Unit::Seconds, "Command latency, from span creation to close."),
+            (names::PROM_BUSY, Unit::Seconds, "Time the command span was entered (on-CPU time of async handlers)."),
+            (names::PROM_ACTIVE, Unit::Count, "Commands in flight."),
+            (names::PROM_MARK, Unit::Seconds, "Time from command start to a mark event."),
+            (names::PROM_OVERFLOW, Unit::Count, "Records folded into an overflow series by the cardinality cap."),
+            (names::PROM_DROPPED, Unit::Count, "Records dropped because a recording buffer was full."),
+        ];
+        self.with(|r| {
+            for (name, unit, description) in text {
+                let description = SharedString::const_str(description);
+                match name {
+                    names::PROM_ACTIVE => r.describe_gauge(name.into(), Some(unit), description),
+                    names::PROM_OVERFLOW | names::PROM_DROPPED => {
+                        r.describe_counter(name.into(), Some(unit), description)
+                    }
+                    _ => r.describe_histogram(name.into(), Some(unit), description),
+                }
+            }
+        });
+    }
+
+    pub(crate) fn histogram(&self, name: &'static str, labels: Vec<Label>) -> Option<Histogram> {
+        let key = Key::from_parts(name, labels);
+        self.with(|r| r.register_histogram(&key, &METADATA))
+    }
+
+    pub(crate) fn gauge(&self, name: &'static str, labels: Vec<Label>) -> Option<Gauge> {
+        let key = Key::from_parts(name, labels);
+        self.with(|r| r.register_gauge(&key, &METADATA))
+    }
+
+    pub(crate) fn counter(&self, name: &'static str, labels: Vec<Label>) -> Option<Counter> {
+        let key = Key::from_parts(name, labels);
+        self.with(|r| r.register_counter(&key, &METADATA))
+    }
+}

@@ -1,0 +1,188 @@
+//! Reading span and event fields without allocating: values are formatted into fixed-size
+//! stack buffers, and each field's role comes from the callsite's pre-computed table.
+
+use std::fmt::{self, Write};
+
+use tracing_core::field::{Field, Visit};
+
+use crate::callsite::FieldRole;
+
+/// Longest command name or label value kept, in bytes; longer values are cut at a char boundary.
+pub(crate) const VALUE_CAP: usize = 96;
+/// Longest error type kept, in bytes.
+pub(crate) const ERROR_TYPE_CAP: usize = 64;
+/// Most allow-listed labels a layer may have.
+pub(crate) const MAX_LABELS: usize = 8;
+
+/// A string in a fixed stack buffer. Writes past the end are cut at a char boundary and
+/// reported as `fmt::Error`, which stops a `Debug` impl early instead of formatting megabytes.
+#[derive(Clone, Copy)]
+pub(crate) struct StackStr<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> StackStr<N> {
+    pub(crate) const fn new() -> Self {
+        Self { buf: [0; N], len: 0 }
+    }
+
+    pub(crate) fn from_str(s: &str) -> Self {
+        let mut out = Self::new();
+        let _ = out.write_str(s);
+        out
+    }
+
+    pub(crate) fn from_debug(value: &dyn fmt::Debug) -> Self {
+        let mut out = Self::new();
+        // A full buffer ends formatting with an error; what was written is kept.
+        let _ = write!(out, "{value:?}");
+        out
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Only whole chars are ever copied in, so this cannot fail; fall back to "" regardless.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+
+    /// The text without the quotes that `Debug` puts around strings (`?name` on a `String`).
+    pub(crate) fn unquoted(&self) -> &str {
+        let s = self.as_str();
+        match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+            Some(inner) if s.len() >= 2 => inner,
+            _ => s,
+        }
+    }
+}
+
+impl<const N: usize> Write for StackStr<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = N - self.len;
+        if s.len() <= room {
+            self.buf[self.len..self.len + s.len()].copy_from_slice(s.as_bytes());
+            self.len += s.len();
+            return Ok(());
+        }
+        let mut cut = room;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.buf[self.len..self.len + cut].copy_from_slice(&s.as_bytes()[..cut]);
+        self.len += cut;
+        Err(fmt::Error)
+    }
+}
+
+impl<const N: usize> fmt::Debug for StackStr<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+/// What an `outcome` or `otel.status_code` field said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OutcomeField {
+    Ok,
+    Error,
+}
+
+impl OutcomeField {
+    fn parse(value: &str) -> Option<Self> {
+        if value.eq_ignore_ascii_case("error") {
+            Some(Self::Error)
+        } else if value.eq_ignore_ascii_case("ok") {
+            Some(Self::Ok)
+        } else {
+            None
+        }
+    }
+}
+
+/// Field values of interest collected from one `Attributes`, `Record` or `Event`.
+pub(crate) struct Collected {
+    pub(crate) command: Option<StackStr<VALUE_CAP>>,
+    pub(crate) labels: [Option<StackStr<VALUE_CAP>>; MAX_LABELS],
+    pub(crate) outcome: Option<OutcomeField>,
+    pub(crate) error_type: Option<StackStr<ERROR_TYPE_CAP>>,
+    /// Leading part of the `error` field's text, for deriving an error type.
+    pub(crate) error_text: Option<StackStr<ERROR_TYPE_CAP>>,
+    pub(crate) mark: Option<StackStr<VALUE_CAP>>,
+}
+
+impl Collected {
+    pub(crate) fn new() -> Self {
+        Self {
+            command: None,
+            labels: [None; MAX_LABELS],
+            outcome: None,
+            error_type: None,
+            error_text: None,
+            mark: None,
+        }
+    }
+
+    pub(crate) fn any_label(&self) -> bool {
+        self.labels.iter().any(Option::is_some)
+    }
+}
+
+/// Visits fields, dispatching on the role the callsite assigned to each field index.
+pub(crate) struct Collector<'a> {
+    pub(crate) roles: &'a [FieldRole],
+    pub(crate) out: &'a mut Collected,
+}
+
+impl Collector<'_> {
+    fn role(&self, field: &Field) -> FieldRole {
+        self.roles
+            .get(field.index())
+            .copied()
+            .unwrap_or(FieldRole::Ignore)
+    }
+
+    fn store(&mut self, role: FieldRole, text: &str) {
+        match role {
+            FieldRole::Ignore => {}
+            FieldRole::Command => self.out.command = Some(StackStr::from_str(text)),
+            FieldRole::Label(i) => {
+                if let Some(slot) = self.out.labels.get_mut(usize::from(i)) {
+                    *slot = Some(StackStr::from_str(text));
+                }
+            }
+            FieldRole::Outcome | FieldRole::StatusCode => {
+                if let Some(outcome) = OutcomeField::parse(text) {
+                    self.out.outcome = Some(outcome);
+                }
+            }
+            FieldRole::ErrorType => self.out.error_type = Some(StackStr::from_str(text)),
+            FieldRole::Error => self.out.error_text = Some(StackStr::from_str(text)),
+            FieldRole::Mark => self.out.mark = Some(StackStr::from_str(text)),
+        }
+    }
+}
+
+impl Visit for Collector<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let role = self.role(field);
+        self.store(role, value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let role = self.role(field);
+        if role == FieldRole::Ignore {
+            return;
+        }
+        let text = StackStr::<VALUE_CAP>::from_debug(value);
+        self.store(role, text.unquoted());
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let role = self.role(field);
+        if role == FieldRole::Ignore {
+            return;
+        }
+        // `Display` of an error has no type name in it; its `Debug` usually does.
+        let text = StackStr::<VALUE_CAP>::from_debug(&value);
+        self.store(role, text.as_str());
+    }
+}

@@ -1,0 +1,453 @@
+//! The hot path: a `tracing_subscriber::Layer` that times command spans and hands finished
+//! measurements to the background thread. Per span it keeps one small struct in the span's
+//! extensions; per record it does one uncontended ring write.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use tracing_core::span::{Attributes, Id, Record as SpanRecord};
+use tracing_core::{Event, Interest, Metadata, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
+
+use crate::buffer::{Buffers, Record};
+use crate::callsite::{Callsite, CallsiteTable, FieldRole, SpanSite};
+use crate::config::{Config, MeterSink};
+use crate::error_type::leading_identifier;
+use crate::export::otel::{Callbacks, Instruments};
+use crate::export::recorder::RecorderHandles;
+use crate::export::{self, Pump};
+use crate::fields::{Collected, Collector, OutcomeField, MAX_LABELS};
+use crate::names;
+use crate::registry::Registry;
+
+/// Where the error type of a failed span came from; a higher source is not overwritten by a
+/// lower one.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ErrorSource {
+    None,
+    Event,
+    SpanField,
+}
+
+/// Per-span timing and outcome, kept in the span's extensions.
+struct SpanState {
+    entry: u32,
+    command: u32,
+    start: u64,
+    entered_at: u64,
+    busy_ns: u64,
+    depth: u32,
+    failed: bool,
+    error_type: Option<u16>,
+    error_source: ErrorSource,
+}
+
+/// State shared by the layer, its handles and its background thread.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    callsites: CallsiteTable,
+    pub(crate) registry: Registry,
+    pub(crate) buffers: Buffers,
+    pump: Mutex<Pump>,
+    clock: &'static quanta::Clock,
+}
+
+impl Shared {
+    fn new(config: Config, weak: &Weak<Shared>) -> Self {
+        let recorder = RecorderHandles::new(config.recorder.clone());
+        let meter = match &config.meter {
+            MeterSink::Global => Some(opentelemetry::global::meter_with_scope(crate::scope())),
+            MeterSink::Meter(meter) => Some(meter.clone()),
+            MeterSink::Off => None,
+        };
+        let instruments = meter.map(|meter| {
+            let (active, dropped) = (weak.clone(), weak.clone());
+            Instruments::new(
+                &meter,
+                &config.buckets,
+                Callbacks {
+                    // Collection forwards what is buffered first, so an export is never stale.
+                    active: Box::new(move |observe| {
+                        if let Some(shared) = active.upgrade() {
+                            let mut pump = shared.lock_pump();
+                            pump.drain(&shared.context());
+                            pump.observe_active(observe);
+                        }
+                    }),
+                    dropped: Box::new(move || {
+                        dropped.upgrade().map_or(0, |shared| shared.buffers.dropped())
+                    }),
+                },
+            )
+        });
+        Self {
+            registry: Registry::new(config.max_series, config.max_marks),
+            buffers: Buffers::new(config.buffer_capacity),
+            callsites: CallsiteTable::new(),
+            pump: Mutex::new(Pump::new(recorder, instruments)),
+            clock: crate::clock::clock(),
+            config,
+        }
+    }
+
+    fn lock_pump(&self) -> std::sync::MutexGuard<'_, Pump> {
+        self.pump.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn context(&self) -> export::Context<'_> {
+        export::Context {
+            config: &self.config,
+            registry: &self.registry,
+            buffers: &self.buffers,
+        }
+    }
+
+    pub(crate) fn flush(&self) {
+        self.lock_pump().drain(&self.context());
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Forward what is still buffered, then let the background thread see it is alone.
+        self.flush();
+        if let Some(thread) = self.buffers.waker() {
+            thread.unpark();
+        }
+    }
+}
+
+fn spawn_background(shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    let spawned = std::thread::Builder::new()
+        .name("spanmetrics".into())
+        .spawn(move || {
+            // Nothing this thread does may be traced by the layer that it serves.
+            tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+                while let Some(shared) = weak.upgrade() {
+                    shared.flush();
+                    let interval = shared.config.flush_interval;
+                    drop(shared);
+                    std::thread::park_timeout(interval);
+                }
+            })
+        });
+    match spawned {
+        Ok(handle) => shared.buffers.set_waker(handle.thread().clone()),
+        // Records are still forwarded on `flush()` and on every OpenTelemetry collection.
+        Err(error) => eprintln!("spanmetrics: cannot start the background thread: {error}"),
+    }
+}
+
+/// A `tracing_subscriber::Layer` that turns command spans into metrics.
+///
+/// Build it with [`SpanMetricsLayer::builder`], or take the defaults with [`crate::layer`].
+/// Keep a [`SpanMetricsHandle`] (from [`SpanMetricsLayer::handle`]) to flush on demand.
+#[must_use = "a layer does nothing unless added to a subscriber"]
+pub struct SpanMetricsLayer {
+    shared: Arc<Shared>,
+}
+
+/// A cheap, cloneable handle to a layer's background side.
+#[derive(Clone)]
+pub struct SpanMetricsHandle {
+    shared: Arc<Shared>,
+}
+
+impl SpanMetricsHandle {
+    /// Forwards every measurement buffered so far to the sinks, at once.
+    ///
+    /// The background thread does this every flush interval, and an OpenTelemetry collection
+    /// does it first; call it before reading a `metrics` recorder directly (in tests, or
+    /// before rendering a Prometheus page yourself).
+    pub fn flush(&self) {
+        self.shared.flush();
+    }
+
+    /// Number of measurements dropped so far because a thread's buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.shared.buffers.dropped()
+    }
+}
+
+impl fmt::Debug for SpanMetricsHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpanMetricsHandle").finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for SpanMetricsLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpanMetricsLayer")
+            .field("selection", &self.shared.config.selection)
+            .field("callsites", &self.shared.callsites)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpanMetricsLayer {
+    /// A builder with the default configuration.
+    pub fn builder() -> crate::Builder {
+        crate::Builder::default()
+    }
+
+    pub(crate) fn new(config: Config) -> Self {
+        let shared = Arc::new_cyclic(|weak| Shared::new(config, weak));
+        spawn_background(&shared);
+        Self { shared }
+    }
+
+    /// A handle for flushing; it keeps the background side alive while held.
+    pub fn handle(&self) -> SpanMetricsHandle {
+        SpanMetricsHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    fn span_site(&self, meta: &'static Metadata<'static>) -> Option<&SpanSite> {
+        match self
+            .shared
+            .callsites
+            .get_or_classify(meta, &self.shared.config.selection)
+        {
+            Callsite::Span(site) => Some(site),
+            _ => None,
+        }
+    }
+
+    /// The entry for the collected values, falling back to `base` (the span's current entry)
+    /// for values not collected, and to the span name for the command.
+    fn resolve(&self, site: &SpanSite, collected: &Collected, base: Option<u32>) -> u32 {
+        let registry = &self.shared.registry;
+        let base = base.map(|id| registry.entry(id));
+        let command = match (&collected.command, base) {
+            (Some(c), _) => c.as_str(),
+            (None, Some(base)) => registry.command(base.command).name.as_ref(),
+            (None, None) => site.name,
+        };
+        let count = self.shared.config.selection.labels.len();
+        let mut labels: [Option<&str>; MAX_LABELS] = [None; MAX_LABELS];
+        for (i, slot) in labels.iter_mut().enumerate().take(count) {
+            *slot = match (&collected.labels[i], base) {
+                (Some(v), _) => Some(v.as_str()),
+                (None, Some(base)) => base.labels.get(i).and_then(|l| l.as_deref()),
+                (None, None) => None,
+            };
+        }
+        registry.resolve(site, command, &labels[..count])
+    }
+
+    fn apply_outcome(&self, state: &mut SpanState, collected: &Collected) {
+        match collected.outcome {
+            Some(OutcomeField::Error) => state.failed = true,
+            Some(OutcomeField::Ok) => state.failed = false,
+            None => {}
+        }
+        if let Some(error_type) = &collected.error_type {
+            state.error_type = Some(self.shared.registry.error_types.intern(error_type.as_str()));
+            state.error_source = ErrorSource::SpanField;
+        }
+    }
+}
+
+fn collect(roles: &[FieldRole], record: impl FnOnce(&mut Collector<'_>)) -> Collected {
+    let mut collected = Collected::new();
+    record(&mut Collector {
+        roles,
+        out: &mut collected,
+    });
+    collected
+}
+
+impl<S> Layer<S> for SpanMetricsLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        self.shared
+            .callsites
+            .get_or_classify(meta, &self.shared.config.selection);
+        Interest::always()
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(site) = self.span_site(attrs.metadata()) else {
+            return;
+        };
+        let start = self.shared.clock.raw();
+        let collected = collect(&site.roles, |c| attrs.record(c));
+        let entry = self.resolve(site, &collected, None);
+        let command = self.shared.registry.entry(entry).command;
+        let mut state = SpanState {
+            entry,
+            command,
+            start,
+            entered_at: 0,
+            busy_ns: 0,
+            depth: 0,
+            failed: false,
+            error_type: None,
+            error_source: ErrorSource::None,
+        };
+        self.apply_outcome(&mut state, &collected);
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        span.extensions_mut().insert(state);
+        self.shared.buffers.push(Record::Started { command });
+    }
+
+    fn on_record(&self, id: &Id, values: &SpanRecord<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let Some(site) = self.span_site(span.metadata()) else {
+            return;
+        };
+        let collected = collect(&site.roles, |c| values.record(c));
+        let mut extensions = span.extensions_mut();
+        let Some(state) = extensions.get_mut::<SpanState>() else {
+            return;
+        };
+        if collected.command.is_some() || collected.any_label() {
+            let entry = self.resolve(site, &collected, Some(state.entry));
+            let command = self.shared.registry.entry(entry).command;
+            if command != state.command {
+                self.shared.buffers.push(Record::Moved {
+                    from: state.command,
+                    to: command,
+                });
+                state.command = command;
+            }
+            state.entry = entry;
+        }
+        self.apply_outcome(state, &collected);
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        if !self.shared.config.busy_time {
+            return;
+        }
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        if !matches!(
+            self.shared.callsites.get(span.metadata()),
+            Some(Callsite::Span(_))
+        ) {
+            return;
+        }
+        let now = self.shared.clock.raw();
+        let mut extensions = span.extensions_mut();
+        if let Some(state) = extensions.get_mut::<SpanState>() {
+            if state.depth == 0 {
+                state.entered_at = now;
+            }
+            state.depth = state.depth.saturating_add(1);
+        }
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        if !self.shared.config.busy_time {
+            return;
+        }
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        if !matches!(
+            self.shared.callsites.get(span.metadata()),
+            Some(Callsite::Span(_))
+        ) {
+            return;
+        }
+        let now = self.shared.clock.raw();
+        let mut extensions = span.extensions_mut();
+        if let Some(state) = extensions.get_mut::<SpanState>() {
+            state.depth = state.depth.saturating_sub(1);
+            if state.depth == 0 {
+                let busy = self.shared.clock.delta_as_nanos(state.entered_at, now);
+                state.busy_ns = state.busy_ns.saturating_add(busy);
+            }
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let Callsite::Event(site) = self
+            .shared
+            .callsites
+            .get_or_classify(meta, &self.shared.config.selection)
+        else {
+            return;
+        };
+        let Some(scope) = ctx.event_scope(event) else {
+            return;
+        };
+        let collected = collect(&site.roles, |c| event.record(c));
+        let now = self.shared.clock.raw();
+        let registry = &self.shared.registry;
+        // The nearest enclosing command span is the one the event belongs to.
+        for span in scope {
+            let mut extensions = span.extensions_mut();
+            let Some(state) = extensions.get_mut::<SpanState>() else {
+                continue;
+            };
+            if site.is_error {
+                state.failed = true;
+                if state.error_source < ErrorSource::SpanField {
+                    let error_type = match (&collected.error_type, &collected.error_text) {
+                        (Some(t), _) => t.as_str(),
+                        (None, Some(text)) => leading_identifier(text.as_str())
+                            .unwrap_or(names::DEFAULT_ERROR_TYPE),
+                        (None, None) => names::DEFAULT_ERROR_TYPE,
+                    };
+                    state.error_type = Some(registry.error_types.intern(error_type));
+                    state.error_source = ErrorSource::Event;
+                }
+            }
+            if let Some(mark) = &collected.mark {
+                self.shared.buffers.push(Record::Marked {
+                    command: state.command,
+                    mark: registry.marks.intern(mark.as_str()),
+                    elapsed_ns: self.shared.clock.delta_as_nanos(state.start, now),
+                });
+            }
+            return;
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else {
+            return;
+        };
+        let Some(mut state) = span.extensions_mut().remove::<SpanState>() else {
+            return;
+        };
+        let now = self.shared.clock.raw();
+        if state.depth > 0 {
+            // Closed while still entered (a guard leaked, or unwinding).
+            let busy = self.shared.clock.delta_as_nanos(state.entered_at, now);
+            state.busy_ns = state.busy_ns.saturating_add(busy);
+        }
+        let registry = &self.shared.registry;
+        let error = if std::thread::panicking() {
+            Some(registry.error_types.intern(names::PANIC_ERROR_TYPE))
+        } else if state.failed {
+            Some(
+                state
+                    .error_type
+                    .unwrap_or_else(|| registry.error_types.intern(names::DEFAULT_ERROR_TYPE)),
+            )
+        } else {
+            None
+        };
+        self.shared.buffers.push(Record::Finished {
+            entry: state.entry,
+            error,
+            duration_ns: self.shared.clock.delta_as_nanos(state.start, now),
+            busy_ns: state.busy_ns,
+        });
+    }
+}

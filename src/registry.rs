@@ -1,0 +1,227 @@
+//! Interning of commands, series keys (command + label values), error types and marks into
+//! small integer ids, with the cardinality caps applied here so nothing grows without bound.
+//! Reads are lock-free (append-only vectors); a lock is taken only to add a new value.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, PoisonError, RwLock};
+
+use crate::callsite::SpanSite;
+
+/// Id of the overflow entry, which collects every series beyond the cap.
+pub(crate) const OVERFLOW_ENTRY: u32 = 0;
+/// Id of the overflow command (the command of [`OVERFLOW_ENTRY`]).
+pub(crate) const OVERFLOW_COMMAND: u32 = 0;
+/// Id standing for `_OTHER` in an [`Interner`].
+pub(crate) const OTHER_ID: u16 = u16::MAX;
+/// Distinct error types kept across all commands; beyond it every new one is `_OTHER`.
+const MAX_ERROR_TYPES: usize = 4096;
+
+/// A capped set of strings with ids. Lookups take a read lock only; adding takes the write lock.
+#[derive(Debug)]
+pub(crate) struct Interner {
+    items: boxcar::Vec<Box<str>>,
+    index: RwLock<HashMap<Box<str>, u16>>,
+    cap: usize,
+}
+
+impl Interner {
+    pub(crate) fn new(cap: usize) -> Self {
+        Self {
+            items: boxcar::Vec::new(),
+            index: RwLock::new(HashMap::new()),
+            cap: cap.min(usize::from(OTHER_ID)),
+        }
+    }
+
+    /// The id of `value`, adding it while under the cap; [`OTHER_ID`] beyond it.
+    pub(crate) fn intern(&self, value: &str) -> u16 {
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&id) = index.get(value) {
+            return id;
+        }
+        let full = index.len() >= self.cap;
+        drop(index);
+        if full {
+            return OTHER_ID;
+        }
+        self.add(value)
+    }
+
+    #[cold]
+    fn add(&self, value: &str) -> u16 {
+        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&id) = index.get(value) {
+            return id;
+        }
+        if index.len() >= self.cap {
+            return OTHER_ID;
+        }
+        let id = self.items.push(value.into()) as u16;
+        index.insert(value.into(), id);
+        id
+    }
+
+    /// The string of `id`; `_OTHER` for [`OTHER_ID`].
+    pub(crate) fn get(&self, id: u16) -> &str {
+        self.items
+            .get(usize::from(id))
+            .map_or(crate::names::OTHER, |s| s)
+    }
+}
+
+/// A command name.
+#[derive(Debug)]
+pub(crate) struct Command {
+    pub(crate) name: Box<str>,
+}
+
+/// One series key: a command and the values of the allow-listed labels.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) command: u32,
+    pub(crate) labels: Box<[Option<Box<str>>]>,
+}
+
+impl Entry {
+    fn matches(&self, registry: &Registry, command: &str, labels: &[Option<&str>]) -> bool {
+        registry.command(self.command).name.as_ref() == command
+            && self.labels.len() == labels.len()
+            && self
+                .labels
+                .iter()
+                .zip(labels)
+                .all(|(a, b)| a.as_deref() == *b)
+    }
+}
+
+/// All interned values of one layer.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    commands: boxcar::Vec<Command>,
+    entries: boxcar::Vec<Entry>,
+    command_index: Mutex<HashMap<Box<str>, u32>>,
+    /// Hash of (command, labels) → entry ids with that hash.
+    entry_index: RwLock<HashMap<u64, Vec<u32>>>,
+    /// All error types, across commands; the per-command cap is applied when exporting.
+    pub(crate) error_types: Interner,
+    pub(crate) marks: Interner,
+    max_entries: usize,
+}
+
+fn key_hash(command: &str, labels: &[Option<&str>]) -> u64 {
+    let mut h = DefaultHasher::new();
+    command.hash(&mut h);
+    labels.hash(&mut h);
+    h.finish()
+}
+
+impl Registry {
+    pub(crate) fn new(max_entries: usize, max_marks: usize) -> Self {
+        let registry = Self {
+            commands: boxcar::Vec::new(),
+            entries: boxcar::Vec::new(),
+            command_index: Mutex::new(HashMap::new()),
+            entry_index: RwLock::new(HashMap::new()),
+            error_types: Interner::new(MAX_ERROR_TYPES),
+            marks: Interner::new(max_marks),
+            max_entries,
+        };
+        registry.commands.push(Command {
+            name: crate::names::OTHER.into(),
+        });
+        registry.entries.push(Entry {
+            command: OVERFLOW_COMMAND,
+            labels: Box::new([]),
+        });
+        registry
+    }
+
+    pub(crate) fn command(&self, id: u32) -> &Command {
+        self.commands
+            .get(id as usize)
+            .or_else(|| self.commands.get(OVERFLOW_COMMAND as usize))
+            .expect("the overflow command is added in Registry::new")
+    }
+
+    pub(crate) fn entry(&self, id: u32) -> &Entry {
+        self.entries
+            .get(id as usize)
+            .or_else(|| self.entries.get(OVERFLOW_ENTRY as usize))
+            .expect("the overflow entry is added in Registry::new")
+    }
+
+    /// The entry for this command and label values; [`OVERFLOW_ENTRY`] once the cap is reached.
+    pub(crate) fn resolve(&self, site: &SpanSite, command: &str, labels: &[Option<&str>]) -> u32 {
+        for id in site.recent() {
+            if self.entry(id).matches(self, command, labels) {
+                return id;
+            }
+        }
+        let hash = key_hash(command, labels);
+        let found = {
+            let index = self
+                .entry_index
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.find(&index, hash, command, labels)
+        };
+        let id = match found {
+            Some(id) => id,
+            None if self.entries.count() > self.max_entries => return OVERFLOW_ENTRY,
+            None => self.insert(hash, command, labels),
+        };
+        site.remember(id);
+        id
+    }
+
+    fn find(
+        &self,
+        index: &HashMap<u64, Vec<u32>>,
+        hash: u64,
+        command: &str,
+        labels: &[Option<&str>],
+    ) -> Option<u32> {
+        index
+            .get(&hash)?
+            .iter()
+            .copied()
+            .find(|&id| self.entry(id).matches(self, command, labels))
+    }
+
+    #[cold]
+    fn insert(&self, hash: u64, command: &str, labels: &[Option<&str>]) -> u32 {
+        let mut index = self
+            .entry_index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(id) = self.find(&index, hash, command, labels) {
+            return id;
+        }
+        // Entry 0 is the overflow entry, so `max_entries` real ones fit.
+        if self.entries.count() > self.max_entries {
+            return OVERFLOW_ENTRY;
+        }
+        let command = self.intern_command(command);
+        let id = self.entries.push(Entry {
+            command,
+            labels: labels.iter().map(|l| l.map(Box::from)).collect(),
+        }) as u32;
+        index.entry(hash).or_default().push(id);
+        id
+    }
+
+    fn intern_command(&self, name: &str) -> u32 {
+        let mut index = self
+            .command_index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(&id) = index.get(name) {
+            return id;
+        }
+        let id = self.commands.push(Command { name: name.into() }) as u32;
+        index.insert(name.into(), id);
+        id
+    }
+}
