@@ -137,7 +137,7 @@ impl Default for Config {
 /// use spanmetrics::SpanMetricsLayer;
 ///
 /// let layer = SpanMetricsLayer::builder()
-///     .with_target_prefix("my_bot::commands")
+///     .with_target_prefix("my_bot::commands")?
 ///     .with_label("platform")?
 ///     .with_max_series(500)?
 ///     .build();

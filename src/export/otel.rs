@@ -16,10 +16,13 @@ pub(crate) struct Instruments {
     _dropped: ObservableCounter<u64>,
 }
 
+/// Receives one observation: a value and its attributes.
+pub(crate) type Observe<'a> = &'a mut dyn FnMut(i64, &[opentelemetry::KeyValue]);
+
 /// Callbacks of the observable instruments.
 pub(crate) struct Callbacks {
     /// Forwards buffered records, then reports each command's in-flight count.
-    pub(crate) active: Box<dyn Fn(&mut dyn FnMut(i64, &[opentelemetry::KeyValue])) + Send + Sync>,
+    pub(crate) active: Box<dyn Fn(Observe<'_>) + Send + Sync>,
     /// Reports the number of dropped records.
     pub(crate) dropped: Box<dyn Fn() -> u64 + Send + Sync>,
 }
