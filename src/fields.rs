@@ -20,11 +20,17 @@ pub(crate) const MAX_LABELS: usize = 8;
 pub(crate) struct StackStr<const N: usize> {
     buf: [u8; N],
     len: usize,
+    /// Set when a write did not fit and was cut.
+    truncated: bool,
 }
 
 impl<const N: usize> StackStr<N> {
     pub(crate) const fn new() -> Self {
-        Self { buf: [0; N], len: 0 }
+        Self {
+            buf: [0; N],
+            len: 0,
+            truncated: false,
+        }
     }
 
     pub(crate) fn from_str(s: &str) -> Self {
@@ -46,12 +52,17 @@ impl<const N: usize> StackStr<N> {
     }
 
     /// The text without the quotes that `Debug` puts around strings (`?name` on a `String`).
+    /// A cut text has lost its closing quote, but its opening one goes all the same, so a long
+    /// value gives the same label as its short prefix would (not one with a stray `"`).
     pub(crate) fn unquoted(&self) -> &str {
         let s = self.as_str();
-        match s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-            Some(inner) if s.len() >= 2 => inner,
-            _ => s,
+        let Some(inner) = s.strip_prefix('"') else {
+            return s;
+        };
+        if self.truncated {
+            return inner;
         }
+        inner.strip_suffix('"').unwrap_or(s)
     }
 }
 
@@ -69,6 +80,7 @@ impl<const N: usize> Write for StackStr<N> {
         }
         self.buf[self.len..self.len + cut].copy_from_slice(&s.as_bytes()[..cut]);
         self.len += cut;
+        self.truncated = true;
         Err(fmt::Error)
     }
 }
@@ -172,7 +184,9 @@ impl Visit for Collector<'_> {
         if role == FieldRole::Ignore {
             return;
         }
-        let text = StackStr::<VALUE_CAP>::from_debug(value);
+        // Room for the two quotes `Debug` adds around a string, so that a long `?value` keeps
+        // as many bytes as a long `value` does once `store` cuts it to `VALUE_CAP`.
+        let text = StackStr::<{ VALUE_CAP + 2 }>::from_debug(value);
         self.store(role, text.unquoted());
     }
 

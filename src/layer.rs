@@ -77,7 +77,9 @@ impl Shared {
                         }
                     }),
                     dropped: Box::new(move || {
-                        dropped.upgrade().map_or(0, |shared| shared.buffers.dropped())
+                        dropped
+                            .upgrade()
+                            .map_or(0, |shared| shared.buffers.dropped())
                     }),
                 },
             )
@@ -222,8 +224,14 @@ impl SpanMetricsLayer {
     fn resolve(&self, site: &SpanSite, collected: &Collected, base: Option<u32>) -> u32 {
         let registry = &self.shared.registry;
         let base = base.map(|id| registry.entry(id));
-        let command = match (&collected.command, base) {
-            (Some(c), _) => c.as_str(),
+        // An empty `command` value names nothing: fall back as if it were absent.
+        let given = collected
+            .command
+            .as_ref()
+            .map(|c| c.as_str())
+            .filter(|c| !c.is_empty());
+        let command = match (given, base) {
+            (Some(c), _) => c,
             (None, Some(base)) => registry.command(base.command).name.as_ref(),
             (None, None) => site.name,
         };
@@ -399,8 +407,9 @@ where
                 if state.error_source < ErrorSource::SpanField {
                     let error_type = match (&collected.error_type, &collected.error_text) {
                         (Some(t), _) => t.as_str(),
-                        (None, Some(text)) => leading_identifier(text.as_str())
-                            .unwrap_or(names::DEFAULT_ERROR_TYPE),
+                        (None, Some(text)) => {
+                            leading_identifier(text.as_str()).unwrap_or(names::DEFAULT_ERROR_TYPE)
+                        }
                         (None, None) => names::DEFAULT_ERROR_TYPE,
                     };
                     state.error_type = Some(registry.error_types.intern(error_type));

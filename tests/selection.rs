@@ -1,0 +1,242 @@
+//! Which spans are commands (command field, span name, target prefix, predicate), what their
+//! command name is (field value, also recorded later, else the span name), and builder errors.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::{ok, Fixture, Labels};
+use spanmetrics::names::OTEL_DURATION;
+use spanmetrics::{BuildError, SpanMetricsLayer};
+use tracing::field::Empty;
+
+fn counts(entries: &[(&str, u64)]) -> BTreeMap<Labels, u64> {
+    entries.iter().map(|(c, n)| (ok(c), *n)).collect()
+}
+
+#[test]
+fn by_default_only_spans_with_a_command_field_are_commands() {
+    let fx = Fixture::new();
+    fx.run(|| {
+        let _plain = tracing::info_span!("handle_message", user = 7);
+        let _other = tracing::info_span!("db_query");
+        let _cmd = tracing::info_span!("handle_message", command = "roll");
+        tracing::info!(command = "not_a_span");
+    });
+    assert_eq!(fx.snapshot().counts(OTEL_DURATION), counts(&[("roll", 1)]));
+}
+
+#[test]
+fn the_command_name_is_the_field_value_else_the_span_name() {
+    let fx = Fixture::new();
+    fx.run(|| {
+        let _a = tracing::info_span!("handler", command = "roll");
+        let _b = tracing::info_span!("handler", command = %"help");
+        let _c = tracing::info_span!("handler", command = ?"stats"); // Debug quotes are removed
+        let _d = tracing::info_span!("handler", command = 42);
+        let _e = tracing::info_span!("never_named", command = Empty);
+    });
+    assert_eq!(
+        fx.snapshot().counts(OTEL_DURATION),
+        counts(&[
+            ("roll", 1),
+            ("help", 1),
+            ("stats", 1),
+            ("42", 1),
+            ("never_named", 1)
+        ])
+    );
+}
+
+#[test]
+fn a_command_recorded_later_names_the_command() {
+    let fx = Fixture::new();
+    fx.run(|| {
+        for name in ["roll", "roll", "help"] {
+            let span = tracing::info_span!("dispatch", command = Empty);
+            span.record("command", name);
+        }
+        // Renamed twice: the last value counts.
+        let span = tracing::info_span!("dispatch", command = "first");
+        span.record("command", "second");
+    });
+    assert_eq!(
+        fx.snapshot().counts(OTEL_DURATION),
+        counts(&[("roll", 2), ("help", 1), ("second", 1)])
+    );
+}
+
+#[test]
+fn a_custom_command_field_replaces_the_default_one() {
+    let fx = Fixture::with(|b| b.with_command_field("cmd").unwrap());
+    fx.run(|| {
+        let _a = tracing::info_span!("h", cmd = "roll");
+        let _b = tracing::info_span!("h", command = "ignored");
+        let c = tracing::info_span!("h", cmd = Empty);
+        c.record("cmd", "help");
+    });
+    assert_eq!(
+        fx.snapshot().counts(OTEL_DURATION),
+        counts(&[("roll", 1), ("help", 1)])
+    );
+}
+
+#[test]
+fn spans_with_a_selected_name_are_commands_named_after_the_span() {
+    let fx = Fixture::with(|b| b.with_span_name("handle_message").unwrap());
+    fx.run(|| {
+        let _a = tracing::info_span!("handle_message", user = 1);
+        let _b = tracing::info_span!("handle_message", user = 2);
+        let _c = tracing::info_span!("handle_other");
+        // A command field still names it.
+        let _d = tracing::info_span!("handle_message", command = "roll");
+    });
+    assert_eq!(
+        fx.snapshot().counts(OTEL_DURATION),
+        counts(&[("handle_message", 2), ("roll", 1)])
+    );
+}
+
+#[test]
+fn spans_below_a_target_prefix_are_commands() {
+    let fx = Fixture::with(|b| b.with_target_prefix("my_bot::commands").unwrap());
+    fx.run(|| {
+        let _a = tracing::info_span!(target: "my_bot::commands", "top");
+        let _b = tracing::info_span!(target: "my_bot::commands::roll", "roll");
+        let _c = tracing::info_span!(target: "my_bot::commands::roll::dice", "dice");
+        // Not below the prefix.
+        let _d = tracing::info_span!(target: "my_bot::commandsx", "lookalike");
+        let _e = tracing::info_span!(target: "my_bot", "parent");
+        let _f = tracing::info_span!(target: "other::my_bot::commands", "elsewhere");
+    });
+    assert_eq!(
+        fx.snapshot().counts(OTEL_DURATION),
+        counts(&[("top", 1), ("roll", 1), ("dice", 1)])
+    );
+}
+
+#[test]
+fn a_predicate_selects_commands_and_runs_once_per_callsite() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let fx = Fixture::with(move |b| {
+        b.with_filter(move |meta| {
+            if meta.name() == "cmd_counted" {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            meta.name().starts_with("cmd_")
+        })
+    });
+    fx.run(|| {
+        for _ in 0..50 {
+            let _a = tracing::info_span!("cmd_counted");
+            let _b = tracing::info_span!("plain");
+        }
+    });
+    assert_eq!(
+        fx.snapshot().counts(OTEL_DURATION),
+        counts(&[("cmd_counted", 50)])
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "predicate calls for one callsite"
+    );
+}
+
+#[test]
+fn the_selection_rules_add_up() {
+    let fx = Fixture::with(|b| {
+        b.with_span_name("by_name")
+            .unwrap()
+            .with_target_prefix("sel::cmds")
+            .unwrap()
+            .with_filter(|meta| meta.name() == "by_predicate")
+    });
+    fx.run(|| {
+        let _a = tracing::info_span!("by_name");
+        let _b = tracing::info_span!(target: "sel::cmds::x", "by_target");
+        let _c = tracing::info_span!("by_predicate");
+        let _d = tracing::info_span!("by_field", command = "by_field");
+        let _e = tracing::info_span!("none_of_them");
+    });
+    assert_eq!(
+        fx.snapshot().counts(OTEL_DURATION),
+        counts(&[
+            ("by_name", 1),
+            ("by_target", 1),
+            ("by_predicate", 1),
+            ("by_field", 1)
+        ])
+    );
+}
+
+#[test]
+fn the_builder_rejects_bad_settings_when_they_are_made() {
+    let b = SpanMetricsLayer::builder;
+    for reserved in ["command", "outcome", "otel.status_code", "error.type"] {
+        assert!(
+            matches!(b().with_label(reserved), Err(BuildError::ReservedLabel(l)) if l == reserved),
+            "{reserved}"
+        );
+    }
+    assert!(matches!(
+        b().with_command_field("cmd").unwrap().with_label("cmd"),
+        Err(BuildError::ReservedLabel(_))
+    ));
+    assert!(matches!(
+        b().with_label("a").unwrap().with_label("a"),
+        Err(BuildError::DuplicateLabel(_))
+    ));
+    assert!(matches!(b().with_label(""), Err(BuildError::Empty(_))));
+    assert!(matches!(b().with_span_name(""), Err(BuildError::Empty(_))));
+    assert!(matches!(
+        b().with_target_prefix(""),
+        Err(BuildError::Empty(_))
+    ));
+    assert!(matches!(
+        b().with_command_field(""),
+        Err(BuildError::Empty(_))
+    ));
+    let mut many = b();
+    let mut too_many = None;
+    for i in 0..64 {
+        match many.clone().with_label(format!("l{i}")) {
+            Ok(next) => many = next,
+            Err(e) => {
+                too_many = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(matches!(too_many, Some(BuildError::TooManyLabels)));
+    assert!(matches!(
+        b().with_max_series(0),
+        Err(BuildError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        b().with_max_error_types(0),
+        Err(BuildError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        b().with_buffer_capacity(1),
+        Err(BuildError::OutOfRange { .. })
+    ));
+    assert!(b().with_buckets(&[]).is_err());
+    assert!(b().with_buckets(&[1.0, 0.5]).is_err());
+    assert!(b().with_buckets(&[0.1, f64::NAN]).is_err());
+}
+
+#[test]
+fn an_empty_command_value_falls_back_to_the_span_name() {
+    let fx = common::Fixture::new();
+    fx.run(|| {
+        let span = tracing::info_span!("greet", command = "");
+        let _entered = span.enter();
+    });
+    let counts = fx.snapshot().counts(OTEL_DURATION);
+    assert_eq!(counts.get(&ok("greet")), Some(&1), "{counts:?}");
+    assert_eq!(counts.len(), 1, "no series for an empty name: {counts:?}");
+}
