@@ -15,7 +15,9 @@ use std::io::{BufRead, Write};
 #[derive(Debug)]
 enum BotError {
     #[allow(dead_code)]
-    Timeout { after_ms: u64 },
+    Timeout {
+        after_ms: u64,
+    },
     NotFound,
 }
 

@@ -7,7 +7,9 @@ use support::*;
 const PLAN: &str = "roll:ok:7,roll:Timeout:3,fetch:ok:4,fetch:NotFound:2";
 
 fn run_against_rotel(protocol: &str, mode: &str) {
-    let Some(agent) = tool("ROTEL_AGENT") else { return };
+    let Some(agent) = tool("ROTEL_AGENT") else {
+        return;
+    };
     let (grpc, http) = (free_port(), free_port());
     let rotel = start_rotel(&agent, grpc, http);
     let endpoint = match protocol {
@@ -32,7 +34,11 @@ fn run_against_rotel(protocol: &str, mode: &str) {
     driver.wait_for_lines("done", 1);
     driver.send("exit");
     // The long export interval means the data can only arrive through the guard's final flush.
-    assert!(driver.wait_exit().success(), "driver failed: {}", driver.stderr());
+    assert!(
+        driver.wait_exit().success(),
+        "driver failed: {}",
+        driver.stderr()
+    );
     assert!(
         driver.stdout().contains("shutdown ok"),
         "shutdown reported a problem: {}",
@@ -40,10 +46,14 @@ fn run_against_rotel(protocol: &str, mode: &str) {
     );
 
     let expected = expected(PLAN);
-    let received = poll("every command in the collector's metrics and traces", || {
-        let received = parse_rotel(&rotel.stdout());
-        (received.duration_counts() == expected && received.spans.len() >= 16).then_some(received)
-    });
+    let received = poll(
+        "every command in the collector's metrics and traces",
+        || {
+            let received = parse_rotel(&rotel.stdout());
+            (received.duration_counts() == expected && received.spans.len() >= 16)
+                .then_some(received)
+        },
+    );
 
     // Spans: names, statuses and attributes of the command spans.
     let spans = &received.spans;
@@ -57,7 +67,11 @@ fn run_against_rotel(protocol: &str, mode: &str) {
     assert_eq!(count("roll", "STATUS_CODE_ERROR"), 3);
     assert_eq!(count("fetch", "STATUS_CODE_UNSET"), 4);
     assert_eq!(count("fetch", "STATUS_CODE_ERROR"), 2);
-    assert_eq!(spans.len(), 16, "only command spans are exported: {spans:#?}");
+    assert_eq!(
+        spans.len(),
+        16,
+        "only command spans are exported: {spans:#?}"
+    );
     for span in spans {
         let command = span.attributes.get("command").map(String::as_str);
         assert_eq!(command, Some(span.name.as_str()), "{span:?}");
@@ -68,7 +82,10 @@ fn run_against_rotel(protocol: &str, mode: &str) {
             assert!(span.status_message.starts_with(&wanted), "{span:?}");
         }
     }
-    let dice: Vec<_> = spans.iter().filter_map(|s| s.attributes.get("dice")).collect();
+    let dice: Vec<_> = spans
+        .iter()
+        .filter_map(|s| s.attributes.get("dice"))
+        .collect();
     assert_eq!(dice.len(), 10);
     assert!(dice.iter().all(|d| d.as_str() == "6"));
 
@@ -98,7 +115,10 @@ fn run_against_rotel(protocol: &str, mode: &str) {
         "process.thread.count",
         "process.uptime",
     ] {
-        assert!(received.metric_names.iter().any(|n| n == name), "{name} missing");
+        assert!(
+            received.metric_names.iter().any(|n| n == name),
+            "{name} missing"
+        );
     }
 }
 
@@ -119,13 +139,18 @@ fn http_protobuf_export_from_a_multi_thread_runtime_reaches_the_collector() {
 
 #[test]
 fn sampled_traces_leave_command_metrics_exact() {
-    let Some(agent) = tool("ROTEL_AGENT") else { return };
+    let Some(agent) = tool("ROTEL_AGENT") else {
+        return;
+    };
     let (grpc, http) = (free_port(), free_port());
     let rotel = start_rotel(&agent, grpc, http);
     let mut driver = driver(
         "none",
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{grpc}")),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{grpc}"),
+            ),
             ("OTEL_TRACES_SAMPLER", "traceidratio".to_owned()),
             ("OTEL_TRACES_SAMPLER_ARG", "0.1".to_owned()),
             ("SPANMETRICS_PROMETHEUS_LISTEN", "off".to_owned()),
@@ -135,7 +160,11 @@ fn sampled_traces_leave_command_metrics_exact() {
     driver.send(&format!("run {plan}"));
     driver.wait_for_lines("done", 1);
     driver.send("exit");
-    assert!(driver.wait_exit().success(), "driver failed: {}", driver.stderr());
+    assert!(
+        driver.wait_exit().success(),
+        "driver failed: {}",
+        driver.stderr()
+    );
     let expected = expected(plan);
     let received = poll("exact metric counts", || {
         let received = parse_rotel(&rotel.stdout());
@@ -151,13 +180,18 @@ fn sampled_traces_leave_command_metrics_exact() {
 
 #[test]
 fn totals_are_exact_after_the_collector_restarts() {
-    let Some(agent) = tool("ROTEL_AGENT") else { return };
+    let Some(agent) = tool("ROTEL_AGENT") else {
+        return;
+    };
     let (grpc, http) = (free_port(), free_port());
     let mut rotel = start_rotel(&agent, grpc, http);
     let mut driver = driver(
         "multi-thread",
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{grpc}")),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{grpc}"),
+            ),
             ("OTEL_METRIC_EXPORT_INTERVAL", "300".to_owned()),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000".to_owned()),
             ("SPANMETRICS_PROMETHEUS_LISTEN", "127.0.0.1:0".to_owned()),
@@ -210,7 +244,9 @@ fn totals_are_exact_after_the_collector_restarts() {
         .count();
     assert_eq!(warnings, 1, "driver log:\n{stderr}");
     assert!(
-        stderr.lines().any(|l| l.contains("OTLP metrics export") && l.contains("works again")),
+        stderr
+            .lines()
+            .any(|l| l.contains("OTLP metrics export") && l.contains("works again")),
         "recovery is logged: {stderr}"
     );
 }

@@ -86,8 +86,7 @@ impl Env {
         let mut vars = HashMap::new();
         for (key, value) in std::env::vars_os() {
             let Some(key) = key.to_str() else { continue };
-            if !(key.starts_with("OTEL_") || key.starts_with("SPANMETRICS_") || key == "RUST_LOG")
-            {
+            if !(key.starts_with("OTEL_") || key.starts_with("SPANMETRICS_") || key == "RUST_LOG") {
                 continue;
             }
             match value.into_string() {
@@ -122,14 +121,20 @@ impl Env {
     }
 
     /// Reads `name` with `parse`; the parser's `Err` is the description of accepted values.
-    fn get<T>(&self, name: &str, parse: impl Fn(&str) -> Parsed<T>) -> Result<Option<T>, InitError> {
+    fn get<T>(
+        &self,
+        name: &str,
+        parse: impl Fn(&str) -> Parsed<T>,
+    ) -> Result<Option<T>, InitError> {
         match self.raw(name) {
             None => Ok(None),
-            Some(value) => parse(value).map(Some).map_err(|expected| InitError::InvalidEnv {
-                variable: name.to_owned(),
-                value: value.to_owned(),
-                expected,
-            }),
+            Some(value) => parse(value)
+                .map(Some)
+                .map_err(|expected| InitError::InvalidEnv {
+                    variable: name.to_owned(),
+                    value: value.to_owned(),
+                    expected,
+                }),
         }
     }
 
@@ -214,11 +219,17 @@ impl Env {
             )?
             .map_or(Protocol::Grpc, |(p, _)| p);
         let headers = self
-            .first(&[&var("HEADERS"), "OTEL_EXPORTER_OTLP_HEADERS"], parse_key_values)?
+            .first(
+                &[&var("HEADERS"), "OTEL_EXPORTER_OTLP_HEADERS"],
+                parse_key_values,
+            )?
             .map(|(h, _)| h)
             .unwrap_or_default();
         let timeout = self
-            .first(&[&var("TIMEOUT"), "OTEL_EXPORTER_OTLP_TIMEOUT"], parse_positive_millis)?
+            .first(
+                &[&var("TIMEOUT"), "OTEL_EXPORTER_OTLP_TIMEOUT"],
+                parse_positive_millis,
+            )?
             .map_or(Duration::from_secs(10), |(t, _)| t);
         let endpoint = match self.get(&var("ENDPOINT"), parse_endpoint)? {
             // A signal-specific endpoint is used as given.
@@ -324,8 +335,7 @@ fn parse_histogram_aggregation(v: &str) -> Parsed<HistogramAggregation> {
 }
 
 fn parse_endpoint(v: &str) -> Parsed<String> {
-    const EXPECTED: &str =
-        "an http:// or https:// URL with a host, e.g. http://127.0.0.1:4317";
+    const EXPECTED: &str = "an http:// or https:// URL with a host, e.g. http://127.0.0.1:4317";
     let rest = v
         .strip_prefix("http://")
         .or_else(|| v.strip_prefix("https://"))
@@ -368,7 +378,10 @@ fn parse_key_values(v: &str) -> Parsed<Vec<(String, String)>> {
         if key.is_empty() {
             return Err(EXPECTED);
         }
-        out.push((key.to_owned(), percent_decode(value.trim()).ok_or(EXPECTED)?));
+        out.push((
+            key.to_owned(),
+            percent_decode(value.trim()).ok_or(EXPECTED)?,
+        ));
     }
     Ok(out)
 }
@@ -395,7 +408,11 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_map(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+        Env::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
     }
 
     #[test]
@@ -413,7 +430,9 @@ mod tests {
 
     #[test]
     fn no_endpoint_means_no_otlp_export() {
-        let s = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).settings().unwrap();
+        let s = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])
+            .settings()
+            .unwrap();
         assert!(s.traces.is_none() && s.metrics.is_none());
     }
 

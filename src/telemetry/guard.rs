@@ -114,9 +114,9 @@ impl TelemetryGuard {
         match result.recv_timeout(SHUTDOWN_BOUND) {
             Ok(outcome) => outcome,
             Err(mpsc::RecvTimeoutError::Timeout) => Err(ShutdownError::TimedOut(SHUTDOWN_BOUND)),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(ShutdownError::Thread(
-                "it ended without reporting".into(),
-            )),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(ShutdownError::Thread("it ended without reporting".into()))
+            }
         }
     }
 }

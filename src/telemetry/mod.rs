@@ -68,7 +68,28 @@ pub enum InitError {
     AlreadyInstalled,
 }
 
-/// Sets up everything from the environment (see the README's table of variables).
+/// Sets up everything from the environment.
+///
+/// | Variable | Accepted values | Default |
+/// |---|---|---|
+/// | `OTEL_SDK_DISABLED` | `true`, `false` | `false` (`true`: no OTLP export; Prometheus stays) |
+/// | `OTEL_SERVICE_NAME` | any text | `service.name` from `OTEL_RESOURCE_ATTRIBUTES`, else [`TelemetryBuilder::with_service_name`], else `unknown_service:<executable>` |
+/// | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,…` (values percent-decoded) | none; `service.instance.id` (random per process), `host.name` and `process.pid` are added unless set |
+/// | `OTEL_EXPORTER_OTLP_ENDPOINT` | `http(s)://host:port[/base]`; for HTTP `/v1/traces` and `/v1/metrics` are appended | unset: **no OTLP export** (the start-up log says how to turn it on) |
+/// | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `…_METRICS_ENDPOINT` | full URL, used as given | the generic one |
+/// | `OTEL_EXPORTER_OTLP_PROTOCOL` (and `_TRACES_`/`_METRICS_`) | `grpc`, `http/protobuf` | `grpc` |
+/// | `OTEL_EXPORTER_OTLP_HEADERS` (and `_TRACES_`/`_METRICS_`) | `key=value,…` | none |
+/// | `OTEL_EXPORTER_OTLP_TIMEOUT` (and `_TRACES_`/`_METRICS_`) | milliseconds > 0 | `10000` |
+/// | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` | `parentbased_always_on` (command metrics always count 100% of commands) |
+/// | `OTEL_TRACES_SAMPLER_ARG` | ratio `0`…`1` | `1` |
+/// | `OTEL_METRIC_EXPORT_INTERVAL` | milliseconds > 0 | `60000` |
+/// | `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` | `cumulative`, `delta`, `lowmemory` | `cumulative` |
+/// | `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION` | `base2_exponential_bucket_histogram`, `explicit_bucket_histogram` (100 µs … 60 s) | `base2_exponential_bucket_histogram` |
+/// | `SPANMETRICS_PROMETHEUS_LISTEN` | `host:port` (port `0` picks a free one), `off` | `127.0.0.1:9464` |
+/// | `RUST_LOG` | `tracing` directives; filters only the log output, never the metrics or traces | `info` |
+///
+/// A bad value gives [`InitError::InvalidEnv`] naming the variable, the value and what is
+/// accepted. Logs go to stderr.
 ///
 /// ```no_run
 /// fn main() -> Result<(), spanmetrics::InitError> {
@@ -233,13 +254,14 @@ impl Installer {
         // Prometheus: bind first, so a busy port is reported before anything is installed.
         let listen = match self.builder.prometheus_listen {
             Some(addr) => addr,
-            None => settings.prometheus_listen.unwrap_or_else(|| {
-                env::DEFAULT_PROMETHEUS_LISTEN.parse().ok()
-            }),
+            None => settings
+                .prometheus_listen
+                .unwrap_or_else(|| env::DEFAULT_PROMETHEUS_LISTEN.parse().ok()),
         };
         let listener = listen
             .map(|addr| {
-                TcpListener::bind(addr).map_err(|source| InitError::PrometheusListen { addr, source })
+                TcpListener::bind(addr)
+                    .map_err(|source| InitError::PrometheusListen { addr, source })
             })
             .transpose()?;
         let recorder = Arc::new(prometheus::recorder());
@@ -303,7 +325,10 @@ impl Installer {
         }
 
         // Logs: filtered per layer, so spans still reach the metrics and tracing layers.
-        let directives = settings.rust_log.clone().unwrap_or_else(|| "info".to_owned());
+        let directives = settings
+            .rust_log
+            .clone()
+            .unwrap_or_else(|| "info".to_owned());
         let show_internal = directives.contains("opentelemetry")
             || ["tonic", "h2", "hyper", "tower", "reqwest"]
                 .iter()
@@ -313,9 +338,9 @@ impl Installer {
             .unwrap_or_else(|_| EnvFilter::new("info"));
         let fmt_layer = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
-            .with_filter(
-                env_filter.and(filter_fn(move |m| show_internal || !is_export_internal(m.target()))),
-            );
+            .with_filter(env_filter.and(filter_fn(move |m| {
+                show_internal || !is_export_internal(m.target())
+            })));
         let otel_layer = tracer_provider.as_ref().map(|provider| {
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer_with_scope(crate::scope()))
@@ -387,8 +412,12 @@ impl Installer {
         }
         for (signal, target) in [("traces", &s.traces), ("metrics", &s.metrics)] {
             match target {
-                Some(t) => tracing::info!(target: T, "OTLP {signal} export to {} ({:?})", t.endpoint, t.protocol),
-                None => tracing::info!(target: T, "OTLP {signal} export off: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4317) to turn it on"),
+                Some(t) => {
+                    tracing::info!(target: T, "OTLP {signal} export to {} ({:?})", t.endpoint, t.protocol)
+                }
+                None => {
+                    tracing::info!(target: T, "OTLP {signal} export off: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4317) to turn it on")
+                }
             }
         }
     }

@@ -45,7 +45,8 @@ impl ExportStats {
             Err(error) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 if signal == "traces" {
-                    self.dropped_spans.fetch_add(items as u64, Ordering::Relaxed);
+                    self.dropped_spans
+                        .fetch_add(items as u64, Ordering::Relaxed);
                 }
                 // One warning per outage; the counters say how long it lasted.
                 if !self.failing.swap(true, Ordering::Relaxed) {
@@ -117,7 +118,10 @@ impl<E: PushMetricExporter> PushMetricExporter for WatchedMetrics<E> {
     }
 }
 
-fn exporter_error<'a>(signal: &'static str, target: &'a OtlpTarget) -> impl FnOnce(opentelemetry_otlp::ExporterBuildError) -> InitError + 'a {
+fn exporter_error<'a>(
+    signal: &'static str,
+    target: &'a OtlpTarget,
+) -> impl FnOnce(opentelemetry_otlp::ExporterBuildError) -> InitError + 'a {
     move |source| InitError::Exporter {
         signal,
         endpoint: target.endpoint.clone(),
@@ -125,7 +129,9 @@ fn exporter_error<'a>(signal: &'static str, target: &'a OtlpTarget) -> impl FnOn
     }
 }
 
-fn metadata(headers: &[(String, String)]) -> opentelemetry_otlp::tonic_types::metadata::MetadataMap {
+fn metadata(
+    headers: &[(String, String)],
+) -> opentelemetry_otlp::tonic_types::metadata::MetadataMap {
     let map: http::HeaderMap = headers
         .iter()
         .filter_map(|(k, v)| {

@@ -125,11 +125,31 @@ static METADATA: metrics::Metadata<'static> =
 pub(crate) fn describe_prometheus(recorder: &dyn Recorder) {
     use metrics::Unit;
     let gauges = [
-        (names::PROM_PROCESS_MEMORY, Unit::Bytes, "Resident memory size in bytes."),
-        (names::PROM_PROCESS_FDS, Unit::Count, "Number of open file descriptors."),
-        (names::PROM_PROCESS_THREADS, Unit::Count, "Number of OS threads in the process."),
-        (names::PROM_PROCESS_UPTIME, Unit::Seconds, "Time since the process started, in seconds."),
-        (names::PROM_PROCESS_START, Unit::Seconds, "Start time of the process since unix epoch in seconds."),
+        (
+            names::PROM_PROCESS_MEMORY,
+            Unit::Bytes,
+            "Resident memory size in bytes.",
+        ),
+        (
+            names::PROM_PROCESS_FDS,
+            Unit::Count,
+            "Number of open file descriptors.",
+        ),
+        (
+            names::PROM_PROCESS_THREADS,
+            Unit::Count,
+            "Number of OS threads in the process.",
+        ),
+        (
+            names::PROM_PROCESS_UPTIME,
+            Unit::Seconds,
+            "Time since the process started, in seconds.",
+        ),
+        (
+            names::PROM_PROCESS_START,
+            Unit::Seconds,
+            "Start time of the process since unix epoch in seconds.",
+        ),
     ];
     for (name, unit, text) in gauges {
         recorder.describe_gauge(name.into(), Some(unit), text.into());

@@ -27,7 +27,7 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 pub(crate) fn recorder() -> PrometheusRecorder {
     PrometheusBuilder::new()
         .set_buckets(crate::names::DEFAULT_BUCKETS)
-        .map_or_else(|_| PrometheusBuilder::new(), |b| b)
+        .unwrap_or_else(|_| PrometheusBuilder::new())
         .build_recorder()
 }
 
@@ -91,7 +91,10 @@ pub(crate) struct Server {
 
 impl Server {
     /// Starts serving on an already bound listener.
-    pub(crate) fn start(listener: std::net::TcpListener, scrape: Arc<Scrape>) -> std::io::Result<Self> {
+    pub(crate) fn start(
+        listener: std::net::TcpListener,
+        scrape: Arc<Scrape>,
+    ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -102,9 +105,12 @@ impl Server {
             .name("spanmetrics-http".into())
             .spawn(move || {
                 // Nothing the server does may be traced by the layers it serves.
-                tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-                    runtime.block_on(serve(listener, scrape, stopped));
-                });
+                tracing::subscriber::with_default(
+                    tracing::subscriber::NoSubscriber::default(),
+                    || {
+                        runtime.block_on(serve(listener, scrape, stopped));
+                    },
+                );
             })?;
         Ok(Self {
             addr,
@@ -168,7 +174,9 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
-        response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
     }
     response
 }
@@ -186,6 +194,10 @@ fn route<B>(scrape: &Scrape, request: &Request<B>) -> Response<Full<Bytes>> {
             "text/plain",
             "use GET\n".into(),
         ),
-        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found; try /metrics\n".into()),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found; try /metrics\n".into(),
+        ),
     }
 }

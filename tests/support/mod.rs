@@ -113,7 +113,9 @@ impl Process {
     /// Waits for the process to exit.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         self.stdin.take();
-        poll("the process to exit", || self.child.try_wait().ok().flatten())
+        poll("the process to exit", || {
+            self.child.try_wait().ok().flatten()
+        })
     }
 
     pub fn kill(&mut self) {
@@ -167,7 +169,11 @@ pub fn driver(mode: &str, env: &[(&str, String)]) -> Process {
         .and_then(|deps| deps.parent())
         .map(|dir| dir.join("examples").join("command_driver"))
         .expect("target dir");
-    assert!(path.exists(), "{} is missing; run `cargo test` (it builds the examples)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing; run `cargo test` (it builds the examples)",
+        path.display()
+    );
     let mut command = Command::new(path);
     command.arg(mode);
     for (key, _) in std::env::vars() {
@@ -241,7 +247,10 @@ pub fn parse_rotel(output: &str) -> Received {
             section = Section::Span;
         } else if trimmed == "Attributes:" && section == Section::Span {
             section = Section::SpanAttributes;
-        } else if trimmed == "Events:" || trimmed.starts_with("ScopeSpans") || trimmed.starts_with("ScopeMetrics") {
+        } else if trimmed == "Events:"
+            || trimmed.starts_with("ScopeSpans")
+            || trimmed.starts_with("ScopeMetrics")
+        {
             section = Section::Other;
         } else if trimmed == "Descriptor:" {
             section = Section::Descriptor;
@@ -260,7 +269,12 @@ pub fn parse_rotel(output: &str) -> Received {
                     received.resources.last_mut().unwrap().insert(key, value);
                 }
                 Section::SpanAttributes => {
-                    received.spans.last_mut().unwrap().attributes.insert(key, value);
+                    received
+                        .spans
+                        .last_mut()
+                        .unwrap()
+                        .attributes
+                        .insert(key, value);
                 }
                 Section::Descriptor if key == "Name" => {
                     received.metric_names.push(value.clone());
@@ -316,8 +330,12 @@ pub fn expected(plan: &str) -> BTreeMap<(String, String, String), u64> {
         } else {
             ("error", parts[1])
         };
-        *out.entry((parts[0].to_owned(), outcome.to_owned(), error_type.to_owned()))
-            .or_insert(0) += parts[2].parse::<u64>().unwrap();
+        *out.entry((
+            parts[0].to_owned(),
+            outcome.to_owned(),
+            error_type.to_owned(),
+        ))
+        .or_insert(0) += parts[2].parse::<u64>().unwrap();
     }
     out
 }
@@ -337,15 +355,24 @@ pub fn sum(
 /// A plain HTTP/1.1 GET; returns the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
     if !head.starts_with("HTTP/1.1 200") {
         return None;
     }
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         return Some(dechunk(body));
     }
     Some(body.to_owned())
@@ -354,7 +381,9 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if size == 0 || rest.len() < size {
             break;
         }
