@@ -250,3 +250,42 @@ fn totals_are_exact_after_the_collector_restarts() {
         "recovery is logged: {stderr}"
     );
 }
+
+#[test]
+fn without_a_collector_the_program_runs_and_shutdown_reports_the_loss() {
+    // Nothing listens on this port: every export fails.
+    let port = free_port();
+    let mut driver = driver(
+        "current-thread",
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{port}"),
+            ),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200".to_owned()),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "500".to_owned()),
+            ("SPANMETRICS_PROMETHEUS_LISTEN", "off".to_owned()),
+        ],
+    );
+    for round in 1..=5 {
+        driver.send("run roll:ok:20,fetch:NotFound:5");
+        driver.wait_for_lines("done", round);
+    }
+    driver.send("exit");
+    assert!(driver.wait_exit().success(), "{}", driver.stderr());
+    let stdout = driver.stdout();
+    assert!(
+        stdout.contains("shutdown error: the final OTLP metrics export failed"),
+        "{stdout}"
+    );
+    let stderr = driver.stderr();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let warnings = |signal: &str| {
+        stderr
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains(&format!("OTLP {signal} export")))
+            .count()
+    };
+    assert_eq!(warnings("metrics"), 1, "{stderr}");
+    assert!(warnings("traces") <= 1, "{stderr}");
+}
