@@ -4,9 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== test servers (rotel collector, prometheus, promtool)"
+# Exports ROTEL_AGENT, PROMETHEUS and PROMTOOL for the end-to-end tests; under CI=true a
+# missing one fails those tests instead of skipping them.
+eval "$(scripts/setup-test-deps.sh)"
+
 echo "== formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
-echo "== unit, integration and doc tests"
+echo "== unit, integration, end-to-end and doc tests"
 cargo test --locked

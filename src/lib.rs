@@ -112,9 +112,11 @@ mod fields;
 mod layer;
 pub mod names;
 mod registry;
+mod telemetry;
 
 pub use config::{BuildError, Builder};
 pub use layer::{SpanMetricsHandle, SpanMetricsLayer};
+pub use telemetry::{init, InitError, ShutdownError, Telemetry, TelemetryBuilder, TelemetryGuard};
 
 /// A layer with the default configuration: every span with a `command` field is a command,
 /// measurements go to the global `metrics` recorder and the global OpenTelemetry meter provider.

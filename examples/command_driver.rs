@@ -1,0 +1,124 @@
+//! A small bot whose commands are driven from stdin; the end-to-end tests run it against a
+//! real collector and a real Prometheus server. Everything is configured by `OTEL_*`
+//! variables through `spanmetrics::init()`.
+//!
+//! Usage: `command_driver [none|current-thread|multi-thread]`, then lines on stdin:
+//! - `run roll:ok:7,roll:Timeout:3,fetch:NotFound:2` runs those commands (command, outcome or
+//!   error type, count) and prints `done`;
+//! - `flush` forwards buffered measurements and prints `flushed`;
+//! - `exit` (or end of input) drops the telemetry guard and exits.
+//!
+//! At start it prints `prometheus <addr>` (or `prometheus off`).
+
+use std::io::{BufRead, Write};
+
+#[derive(Debug)]
+enum BotError {
+    #[allow(dead_code)]
+    Timeout {
+        after_ms: u64,
+    },
+    NotFound,
+}
+
+impl std::fmt::Display for BotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+impl std::error::Error for BotError {}
+
+fn outcome(wanted: &str) -> Result<u64, BotError> {
+    match wanted {
+        "ok" => Ok(4),
+        "Timeout" => Err(BotError::Timeout { after_ms: 5 }),
+        _ => Err(BotError::NotFound),
+    }
+}
+
+#[tracing::instrument(fields(command = "roll", user = "alice", dice = 6u64), err(Debug))]
+fn roll(wanted: &str) -> Result<u64, BotError> {
+    outcome(wanted)
+}
+
+#[tracing::instrument(fields(command = "fetch", user = "bob"), err(Debug))]
+fn fetch(wanted: &str) -> Result<u64, BotError> {
+    outcome(wanted)
+}
+
+fn run(plan: &str) {
+    for item in plan.split(',').filter(|s| !s.is_empty()) {
+        let mut parts = item.split(':');
+        let (Some(command), Some(wanted), Some(count)) = (parts.next(), parts.next(), parts.next())
+        else {
+            eprintln!("bad plan item {item:?}");
+            continue;
+        };
+        let count: u64 = count.parse().unwrap_or(0);
+        for _ in 0..count {
+            let _ = match command {
+                "roll" => roll(wanted),
+                _ => fetch(wanted),
+            };
+        }
+    }
+}
+
+fn drive(telemetry: spanmetrics::TelemetryGuard) {
+    let stdout = std::io::stdout();
+    let say = |line: &str| {
+        let mut out = stdout.lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
+    match telemetry.prometheus_addr() {
+        Some(addr) => say(&format!("prometheus {addr}")),
+        None => say("prometheus off"),
+    }
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        let line = line.trim();
+        if let Some(plan) = line.strip_prefix("run ") {
+            run(plan);
+            say("done");
+        } else if line == "flush" {
+            telemetry.spanmetrics().flush();
+            say("flushed");
+        } else if line == "exit" {
+            break;
+        }
+    }
+    match telemetry.shutdown() {
+        Ok(()) => say("shutdown ok"),
+        Err(error) => say(&format!("shutdown error: {error}")),
+    }
+}
+
+fn main() {
+    let telemetry = match spanmetrics::Telemetry::builder()
+        .with_service_name("command-driver")
+        .with_service_version("1.2.3")
+        .install()
+    {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("{error}");
+            std::process::exit(2);
+        }
+    };
+    let mode = std::env::args().nth(1).unwrap_or_else(|| "none".into());
+    match mode.as_str() {
+        "current-thread" => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async { drive(telemetry) }),
+        "multi-thread" => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(async { drive(telemetry) }),
+        _ => drive(telemetry),
+    }
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the real servers the end-to-end tests run against. Idempotent: every step is
+# skipped when its result is already there. Prints `export` lines for the test variables.
+#   ROTEL_AGENT  the OTLP collector (PyPI package `rotel`, in a venv at .venv)
+#   PROMETHEUS   the Prometheus server (Debian package `prometheus`)
+#   PROMTOOL     its linting tool
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rotel_agent() {
+    .venv/bin/python -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))' 2>/dev/null
+}
+if ! [ -x .venv/bin/python ] || ! [ -x "$(rotel_agent)" ]; then
+    echo "setup: installing rotel into .venv" >&2
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check rotel >&2
+fi
+
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    echo "setup: installing prometheus (apt)" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends prometheus >&2
+fi
+
+echo "export ROTEL_AGENT=$(rotel_agent)"
+echo "export PROMETHEUS=$(command -v prometheus)"
+echo "export PROMTOOL=$(command -v promtool)"

@@ -1,0 +1,449 @@
+//! Settings from `OTEL_*` (and our own `SPANMETRICS_*`) environment variables.
+//!
+//! Every variable is read from one map (the process environment, or the map given to
+//! [`super::TelemetryBuilder::with_env`]), parsed by a small table of parsers, and a bad value
+//! becomes an [`InitError::InvalidEnv`] naming the variable, the value and what is accepted.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use super::InitError;
+
+/// Default address of the Prometheus endpoint.
+pub(crate) const DEFAULT_PROMETHEUS_LISTEN: &str = "127.0.0.1:9464";
+
+/// Wire protocol of an OTLP exporter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+/// Where and how one signal is exported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OtlpTarget {
+    /// The full endpoint: for HTTP including the `/v1/<signal>` path.
+    pub(crate) endpoint: String,
+    pub(crate) protocol: Protocol,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) timeout: Duration,
+}
+
+/// The trace sampler.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Sampler {
+    AlwaysOn,
+    AlwaysOff,
+    TraceIdRatio(f64),
+    ParentBasedAlwaysOn,
+    ParentBasedAlwaysOff,
+    ParentBasedTraceIdRatio(f64),
+}
+
+/// Metric temporality of the OTLP metrics exporter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Temporality {
+    Cumulative,
+    Delta,
+    LowMemory,
+}
+
+/// Aggregation of OTLP histograms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HistogramAggregation {
+    Base2Exponential,
+    Explicit,
+}
+
+/// Everything the environment configures.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) sdk_disabled: bool,
+    pub(crate) service_name: Option<String>,
+    pub(crate) resource_attributes: Vec<(String, String)>,
+    pub(crate) traces: Option<OtlpTarget>,
+    pub(crate) metrics: Option<OtlpTarget>,
+    pub(crate) sampler: Sampler,
+    pub(crate) metric_export_interval: Duration,
+    pub(crate) temporality: Temporality,
+    pub(crate) histogram_aggregation: HistogramAggregation,
+    /// `None` when set to `off`; `Some(None)`-like defaulting is done by the caller.
+    pub(crate) prometheus_listen: Option<Option<SocketAddr>>,
+    pub(crate) rust_log: Option<String>,
+}
+
+/// The environment being read.
+pub(crate) struct Env {
+    vars: HashMap<String, String>,
+}
+
+type Parsed<T> = Result<T, &'static str>;
+
+impl Env {
+    /// The process environment (variables that are not Unicode are reported when read).
+    pub(crate) fn from_process() -> Result<Self, InitError> {
+        let mut vars = HashMap::new();
+        for (key, value) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            if !(key.starts_with("OTEL_") || key.starts_with("SPANMETRICS_") || key == "RUST_LOG") {
+                continue;
+            }
+            match value.into_string() {
+                Ok(value) => {
+                    vars.insert(key.to_owned(), value);
+                }
+                Err(value) => {
+                    return Err(InitError::InvalidEnv {
+                        variable: key.to_owned(),
+                        value: value.to_string_lossy().into_owned(),
+                        expected: "valid UTF-8 text",
+                    })
+                }
+            }
+        }
+        Ok(Self { vars })
+    }
+
+    /// An explicit map.
+    pub(crate) fn from_map(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self {
+            vars: vars.into_iter().collect(),
+        }
+    }
+
+    /// The raw value, `None` when unset or empty (the OTel spec treats empty as unset).
+    fn raw(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Reads `name` with `parse`; the parser's `Err` is the description of accepted values.
+    fn get<T>(
+        &self,
+        name: &str,
+        parse: impl Fn(&str) -> Parsed<T>,
+    ) -> Result<Option<T>, InitError> {
+        match self.raw(name) {
+            None => Ok(None),
+            Some(value) => parse(value)
+                .map(Some)
+                .map_err(|expected| InitError::InvalidEnv {
+                    variable: name.to_owned(),
+                    value: value.to_owned(),
+                    expected,
+                }),
+        }
+    }
+
+    /// The first set variable among `names` (signal-specific first), with its name.
+    fn first<T>(
+        &self,
+        names: &[&str],
+        parse: impl Fn(&str) -> Parsed<T> + Copy,
+    ) -> Result<Option<(T, String)>, InitError> {
+        for name in names {
+            if let Some(value) = self.get(name, parse)? {
+                return Ok(Some((value, (*name).to_owned())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Parses every supported variable.
+    pub(crate) fn settings(&self) -> Result<Settings, InitError> {
+        let sdk_disabled = self.get("OTEL_SDK_DISABLED", parse_bool)?.unwrap_or(false);
+        let service_name = self.raw("OTEL_SERVICE_NAME").map(str::to_owned);
+        let resource_attributes = self
+            .get("OTEL_RESOURCE_ATTRIBUTES", parse_key_values)?
+            .unwrap_or_default();
+        let traces = self.target("TRACES", "traces")?;
+        let metrics = self.target("METRICS", "metrics")?;
+        let sampler = self.sampler()?;
+        let metric_export_interval = self
+            .get("OTEL_METRIC_EXPORT_INTERVAL", parse_positive_millis)?
+            .unwrap_or(Duration::from_secs(60));
+        let temporality = self
+            .get(
+                "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                parse_temporality,
+            )?
+            .unwrap_or(Temporality::Cumulative);
+        let histogram_aggregation = self
+            .get(
+                "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+                parse_histogram_aggregation,
+            )?
+            .unwrap_or(HistogramAggregation::Base2Exponential);
+        let prometheus_listen = self.get("SPANMETRICS_PROMETHEUS_LISTEN", parse_listen)?;
+        let rust_log = match self.raw("RUST_LOG") {
+            None => None,
+            Some(value) => {
+                if tracing_subscriber::EnvFilter::builder()
+                    .parse(value)
+                    .is_err()
+                {
+                    return Err(InitError::InvalidEnv {
+                        variable: "RUST_LOG".to_owned(),
+                        value: value.to_owned(),
+                        expected: "comma-separated `target=level` directives, e.g. `info` or `my_app=debug,info`",
+                    });
+                }
+                Some(value.to_owned())
+            }
+        };
+        Ok(Settings {
+            sdk_disabled,
+            service_name,
+            resource_attributes,
+            traces,
+            metrics,
+            sampler,
+            metric_export_interval,
+            temporality,
+            histogram_aggregation,
+            prometheus_listen,
+            rust_log,
+        })
+    }
+
+    /// Endpoint, protocol, headers and timeout of one signal (`TRACES` / `METRICS`).
+    fn target(&self, signal: &str, path: &str) -> Result<Option<OtlpTarget>, InitError> {
+        let var = |suffix: &str| format!("OTEL_EXPORTER_OTLP_{signal}_{suffix}");
+        let protocol = self
+            .first(
+                &[&var("PROTOCOL"), "OTEL_EXPORTER_OTLP_PROTOCOL"],
+                parse_protocol,
+            )?
+            .map_or(Protocol::Grpc, |(p, _)| p);
+        let headers = self
+            .first(
+                &[&var("HEADERS"), "OTEL_EXPORTER_OTLP_HEADERS"],
+                parse_key_values,
+            )?
+            .map(|(h, _)| h)
+            .unwrap_or_default();
+        let timeout = self
+            .first(
+                &[&var("TIMEOUT"), "OTEL_EXPORTER_OTLP_TIMEOUT"],
+                parse_positive_millis,
+            )?
+            .map_or(Duration::from_secs(10), |(t, _)| t);
+        let endpoint = match self.get(&var("ENDPOINT"), parse_endpoint)? {
+            // A signal-specific endpoint is used as given.
+            Some(endpoint) => endpoint,
+            None => match self.get("OTEL_EXPORTER_OTLP_ENDPOINT", parse_endpoint)? {
+                None => return Ok(None),
+                // The generic one is a base: HTTP appends the signal path.
+                Some(base) => match protocol {
+                    Protocol::Grpc => base,
+                    Protocol::HttpProtobuf => {
+                        format!("{}/v1/{path}", base.trim_end_matches('/'))
+                    }
+                },
+            },
+        };
+        Ok(Some(OtlpTarget {
+            endpoint,
+            protocol,
+            headers,
+            timeout,
+        }))
+    }
+
+    fn sampler(&self) -> Result<Sampler, InitError> {
+        const RATIO: &str = "a number from 0 to 1, e.g. 0.1";
+        let arg = || -> Result<f64, InitError> {
+            Ok(self
+                .get("OTEL_TRACES_SAMPLER_ARG", |v| {
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|r| (0.0..=1.0).contains(r))
+                        .ok_or(RATIO)
+                })?
+                .unwrap_or(1.0))
+        };
+        let name = self.get("OTEL_TRACES_SAMPLER", |v| {
+            const NAMES: [&str; 6] = [
+                "always_on",
+                "always_off",
+                "traceidratio",
+                "parentbased_always_on",
+                "parentbased_always_off",
+                "parentbased_traceidratio",
+            ];
+            NAMES
+                .into_iter()
+                .find(|n| n.eq_ignore_ascii_case(v))
+                .ok_or("one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio")
+        })?;
+        Ok(match name.unwrap_or("parentbased_always_on") {
+            "always_on" => Sampler::AlwaysOn,
+            "always_off" => Sampler::AlwaysOff,
+            "traceidratio" => Sampler::TraceIdRatio(arg()?),
+            "parentbased_always_off" => Sampler::ParentBasedAlwaysOff,
+            "parentbased_traceidratio" => Sampler::ParentBasedTraceIdRatio(arg()?),
+            _ => Sampler::ParentBasedAlwaysOn,
+        })
+    }
+}
+
+fn parse_bool(v: &str) -> Parsed<bool> {
+    if v.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if v.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err("`true` or `false`")
+    }
+}
+
+fn parse_positive_millis(v: &str) -> Parsed<Duration> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis)
+        .ok_or("a whole number of milliseconds greater than 0, e.g. 10000")
+}
+
+fn parse_protocol(v: &str) -> Parsed<Protocol> {
+    match v {
+        "grpc" => Ok(Protocol::Grpc),
+        "http/protobuf" => Ok(Protocol::HttpProtobuf),
+        _ => Err("`grpc` or `http/protobuf` (`http/json` is not supported)"),
+    }
+}
+
+fn parse_temporality(v: &str) -> Parsed<Temporality> {
+    const EXPECTED: &str = "`cumulative`, `delta` or `lowmemory`";
+    match v.to_ascii_lowercase().as_str() {
+        "cumulative" => Ok(Temporality::Cumulative),
+        "delta" => Ok(Temporality::Delta),
+        "lowmemory" => Ok(Temporality::LowMemory),
+        _ => Err(EXPECTED),
+    }
+}
+
+fn parse_histogram_aggregation(v: &str) -> Parsed<HistogramAggregation> {
+    match v.to_ascii_lowercase().as_str() {
+        "base2_exponential_bucket_histogram" => Ok(HistogramAggregation::Base2Exponential),
+        "explicit_bucket_histogram" => Ok(HistogramAggregation::Explicit),
+        _ => Err("`base2_exponential_bucket_histogram` or `explicit_bucket_histogram`"),
+    }
+}
+
+fn parse_endpoint(v: &str) -> Parsed<String> {
+    const EXPECTED: &str = "an http:// or https:// URL with a host, e.g. http://127.0.0.1:4317";
+    let rest = v
+        .strip_prefix("http://")
+        .or_else(|| v.strip_prefix("https://"))
+        .ok_or(EXPECTED)?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() || authority.contains(char::is_whitespace) {
+        return Err(EXPECTED);
+    }
+    // A port, when given, must be a number.
+    if let Some((host, port)) = authority.rsplit_once(':') {
+        if !host.ends_with(']') && host.contains(':') {
+            return Err(EXPECTED);
+        }
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(EXPECTED);
+        }
+    }
+    Ok(v.to_owned())
+}
+
+fn parse_listen(v: &str) -> Parsed<Option<SocketAddr>> {
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    v.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .map(Some)
+        .ok_or("`off` or a host:port to listen on, e.g. 127.0.0.1:9464 or 0.0.0.0:9464")
+}
+
+/// `key=value,key2=value2`, values percent-decoded (W3C baggage style, as the spec says).
+fn parse_key_values(v: &str) -> Parsed<Vec<(String, String)>> {
+    const EXPECTED: &str =
+        "comma-separated key=value pairs with non-empty keys, e.g. `a=1,b=2` (percent-encode `,` and `=` in values)";
+    let mut out = Vec::new();
+    for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').ok_or(EXPECTED)?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(EXPECTED);
+        }
+        out.push((
+            key.to_owned(),
+            percent_decode(value.trim()).ok_or(EXPECTED)?,
+        ));
+    }
+    Ok(out)
+}
+
+fn percent_decode(v: &str) -> Option<String> {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = v.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+    }
+
+    #[test]
+    fn generic_http_endpoint_gets_the_signal_path_and_specific_one_does_not() {
+        let s = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318/"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:1/custom"),
+        ])
+        .settings()
+        .unwrap();
+        assert_eq!(s.traces.unwrap().endpoint, "http://h:4318/v1/traces");
+        assert_eq!(s.metrics.unwrap().endpoint, "http://m:1/custom");
+    }
+
+    #[test]
+    fn no_endpoint_means_no_otlp_export() {
+        let s = env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])
+            .settings()
+            .unwrap();
+        assert!(s.traces.is_none() && s.metrics.is_none());
+    }
+
+    #[test]
+    fn resource_attribute_values_are_percent_decoded() {
+        let s = env(&[("OTEL_RESOURCE_ATTRIBUTES", "a=x%2Cy, b = 2")])
+            .settings()
+            .unwrap();
+        assert_eq!(
+            s.resource_attributes,
+            vec![("a".into(), "x,y".into()), ("b".into(), "2".into())]
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! The OTLP side: a tracer provider and a meter provider exporting over gRPC or HTTP/protobuf,
+//! each exporter wrapped to count failures and log one warning per outage.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::{
+    Aggregation, Instrument, InstrumentKind, PeriodicReader, SdkMeterProvider, Stream,
+};
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::Resource;
+
+use super::env::{HistogramAggregation, OtlpTarget, Protocol, Sampler, Settings, Temporality};
+use super::InitError;
+
+/// Export failure counts of one signal, shared by its exporter and the metrics that report them.
+#[derive(Debug, Default)]
+pub(crate) struct ExportStats {
+    /// Failed export calls.
+    pub(crate) failures: AtomicU64,
+    /// Spans lost in failed exports (traces only).
+    pub(crate) dropped_spans: AtomicU64,
+    failing: AtomicBool,
+}
+
+impl ExportStats {
+    fn observe(&self, signal: &'static str, endpoint: &str, result: &OTelSdkResult, items: usize) {
+        match result {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        target: "spanmetrics::telemetry",
+                        "OTLP {signal} export to {endpoint} works again (failed exports so far: {})",
+                        self.failures.load(Ordering::Relaxed)
+                    );
+                }
+            }
+            Err(error) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                if signal == "traces" {
+                    self.dropped_spans
+                        .fetch_add(items as u64, Ordering::Relaxed);
+                }
+                // One warning per outage; the counters say how long it lasted.
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        target: "spanmetrics::telemetry",
+                        "OTLP {signal} export to {endpoint} failed: {error}. The application \
+                         keeps running; exports are retried every interval, and this is logged \
+                         once until they succeed again"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A span exporter that counts failures and dropped spans.
+#[derive(Debug)]
+struct WatchedSpans<E> {
+    inner: E,
+    endpoint: String,
+    stats: Arc<ExportStats>,
+}
+
+impl<E: SpanExporter> SpanExporter for WatchedSpans<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let items = batch.len();
+        let result = self.inner.export(batch).await;
+        self.stats.observe("traces", &self.endpoint, &result, items);
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// A metric exporter that counts failures.
+struct WatchedMetrics<E> {
+    inner: E,
+    endpoint: String,
+    stats: Arc<ExportStats>,
+}
+
+impl<E: PushMetricExporter> PushMetricExporter for WatchedMetrics<E> {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let result = self.inner.export(metrics).await;
+        self.stats.observe("metrics", &self.endpoint, &result, 0);
+        result
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> opentelemetry_sdk::metrics::Temporality {
+        self.inner.temporality()
+    }
+}
+
+fn exporter_error<'a>(
+    signal: &'static str,
+    target: &'a OtlpTarget,
+) -> impl FnOnce(opentelemetry_otlp::ExporterBuildError) -> InitError + 'a {
+    move |source| InitError::Exporter {
+        signal,
+        endpoint: target.endpoint.clone(),
+        source,
+    }
+}
+
+fn metadata(
+    headers: &[(String, String)],
+) -> opentelemetry_otlp::tonic_types::metadata::MetadataMap {
+    let map: http::HeaderMap = headers
+        .iter()
+        .filter_map(|(k, v)| {
+            Some((
+                http::HeaderName::from_bytes(k.as_bytes()).ok()?,
+                http::HeaderValue::from_str(v).ok()?,
+            ))
+        })
+        .collect();
+    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map)
+}
+
+fn sampler(sampler: Sampler) -> opentelemetry_sdk::trace::Sampler {
+    use opentelemetry_sdk::trace::Sampler as S;
+    match sampler {
+        Sampler::AlwaysOn => S::AlwaysOn,
+        Sampler::AlwaysOff => S::AlwaysOff,
+        Sampler::TraceIdRatio(r) => S::TraceIdRatioBased(r),
+        Sampler::ParentBasedAlwaysOn => S::ParentBased(Box::new(S::AlwaysOn)),
+        Sampler::ParentBasedAlwaysOff => S::ParentBased(Box::new(S::AlwaysOff)),
+        Sampler::ParentBasedTraceIdRatio(r) => S::ParentBased(Box::new(S::TraceIdRatioBased(r))),
+    }
+}
+
+/// Builds the tracer provider. Must run inside the export runtime (tonic needs one).
+pub(crate) fn tracer_provider(
+    target: &OtlpTarget,
+    settings: &Settings,
+    resource: Resource,
+    stats: Arc<ExportStats>,
+) -> Result<SdkTracerProvider, InitError> {
+    let exporter = match target.protocol {
+        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(target.endpoint.clone())
+            .with_timeout(target.timeout)
+            .with_metadata(metadata(&target.headers))
+            .build(),
+        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(target.endpoint.clone())
+            .with_timeout(target.timeout)
+            .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>())
+            .build(),
+    }
+    .map_err(exporter_error("traces", target))?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(WatchedSpans {
+            inner: exporter,
+            endpoint: target.endpoint.clone(),
+            stats,
+        })
+        .with_sampler(sampler(settings.sampler))
+        .with_resource(resource)
+        .build())
+}
+
+/// Builds the meter provider; without a target it has no reader (it only feeds callbacks).
+pub(crate) fn meter_provider(
+    target: Option<&OtlpTarget>,
+    settings: &Settings,
+    resource: Resource,
+    stats: Arc<ExportStats>,
+) -> Result<SdkMeterProvider, InitError> {
+    let mut builder = SdkMeterProvider::builder().with_resource(resource);
+    if let Some(target) = target {
+        let temporality = match settings.temporality {
+            Temporality::Cumulative => opentelemetry_sdk::metrics::Temporality::Cumulative,
+            Temporality::Delta => opentelemetry_sdk::metrics::Temporality::Delta,
+            Temporality::LowMemory => opentelemetry_sdk::metrics::Temporality::LowMemory,
+        };
+        let exporter = match target.protocol {
+            Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_temporality(temporality)
+                .with_endpoint(target.endpoint.clone())
+                .with_timeout(target.timeout)
+                .with_metadata(metadata(&target.headers))
+                .build(),
+            Protocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_temporality(temporality)
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(target.endpoint.clone())
+                .with_timeout(target.timeout)
+                .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>())
+                .build(),
+        }
+        .map_err(exporter_error("metrics", target))?;
+        let reader = PeriodicReader::builder(WatchedMetrics {
+            inner: exporter,
+            endpoint: target.endpoint.clone(),
+            stats,
+        })
+        .with_interval(settings.metric_export_interval)
+        .build();
+        builder = builder.with_reader(reader);
+    }
+    if settings.histogram_aggregation == HistogramAggregation::Base2Exponential {
+        builder = builder.with_view(|instrument: &Instrument| {
+            (instrument.kind() == InstrumentKind::Histogram && instrument.unit() == "s")
+                .then(|| {
+                    Stream::builder()
+                        .with_aggregation(Aggregation::Base2ExponentialHistogram {
+                            max_size: 160,
+                            max_scale: 20,
+                            record_min_max: true,
+                        })
+                        .build()
+                        .ok()
+                })
+                .flatten()
+        });
+    }
+    Ok(builder.build())
+}
+
+/// Observable counters reporting the export failure counts through `meter`.
+pub(crate) fn register_export_metrics(
+    meter: &opentelemetry::metrics::Meter,
+    traces: Arc<ExportStats>,
+    metrics: Arc<ExportStats>,
+) {
+    let (t, m) = (traces.clone(), metrics);
+    meter
+        .u64_observable_counter(crate::telemetry::names::OTEL_EXPORT_FAILURES)
+        .with_description("Failed OTLP export calls, by signal.")
+        .with_callback(move |observer| {
+            observer.observe(
+                t.failures.load(Ordering::Relaxed),
+                &[KeyValue::new("signal", "traces")],
+            );
+            observer.observe(
+                m.failures.load(Ordering::Relaxed),
+                &[KeyValue::new("signal", "metrics")],
+            );
+        })
+        .build();
+    meter
+        .u64_observable_counter(crate::telemetry::names::OTEL_DROPPED_SPANS)
+        .with_description("Spans lost because their OTLP export failed.")
+        .with_callback(move |observer| {
+            observer.observe(traces.dropped_spans.load(Ordering::Relaxed), &[]);
+        })
+        .build();
+}

@@ -1,0 +1,203 @@
+//! The Prometheus side: the `metrics` recorder of metrics-exporter-prometheus and an HTTP
+//! server for `/metrics`, run by hyper on a dedicated thread with its own current-thread
+//! tokio runtime (so it works whatever runtime, if any, the application uses). Further
+//! endpoints can be added to [`route`] and share the listener.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode};
+use metrics::{Key, Label, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use super::names;
+use super::otlp::ExportStats;
+use crate::SpanMetricsHandle;
+
+/// How often idle histogram buckets are drained into their snapshot (the recorder's upkeep).
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Builds the recorder: every histogram gets the default buckets (100 µs … 60 s).
+pub(crate) fn recorder() -> PrometheusRecorder {
+    PrometheusBuilder::new()
+        .set_buckets(crate::names::DEFAULT_BUCKETS)
+        .unwrap_or_else(|_| PrometheusBuilder::new())
+        .build_recorder()
+}
+
+/// What a scrape reads.
+pub(crate) struct Scrape {
+    pub(crate) handle: PrometheusHandle,
+    pub(crate) recorder: Arc<PrometheusRecorder>,
+    pub(crate) spanmetrics: SpanMetricsHandle,
+    pub(crate) traces: Arc<ExportStats>,
+    pub(crate) metrics: Arc<ExportStats>,
+}
+
+static METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+impl Scrape {
+    /// Describes the metrics this module sets itself.
+    pub(crate) fn describe(&self) {
+        let r: &dyn Recorder = &*self.recorder;
+        r.describe_counter(
+            names::PROM_EXPORT_FAILURES.into(),
+            Some(metrics::Unit::Count),
+            "Failed OTLP export calls, by signal.".into(),
+        );
+        r.describe_counter(
+            names::PROM_DROPPED_SPANS.into(),
+            Some(metrics::Unit::Count),
+            "Spans lost because their OTLP export failed.".into(),
+        );
+        super::process::describe_prometheus(r);
+    }
+
+    /// The exposition text, with everything recorded so far.
+    pub(crate) fn render(&self) -> String {
+        self.spanmetrics.flush();
+        let r: &dyn Recorder = &*self.recorder;
+        super::process::update_prometheus(r);
+        for (signal, stats) in [("traces", &self.traces), ("metrics", &self.metrics)] {
+            let key = Key::from_parts(
+                names::PROM_EXPORT_FAILURES,
+                vec![Label::new("signal", signal)],
+            );
+            r.register_counter(&key, &METADATA)
+                .absolute(stats.failures.load(Ordering::Relaxed));
+        }
+        r.register_counter(
+            &Key::from_parts(names::PROM_DROPPED_SPANS, Vec::<Label>::new()),
+            &METADATA,
+        )
+        .absolute(self.traces.dropped_spans.load(Ordering::Relaxed));
+        self.handle.render()
+    }
+}
+
+/// The running HTTP server.
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts serving on an already bound listener.
+    pub(crate) fn start(
+        listener: std::net::TcpListener,
+        scrape: Arc<Scrape>,
+    ) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("spanmetrics-http".into())
+            .spawn(move || {
+                // Nothing the server does may be traced by the layers it serves.
+                tracing::subscriber::with_default(
+                    tracing::subscriber::NoSubscriber::default(),
+                    || {
+                        runtime.block_on(serve(listener, scrape, stopped));
+                    },
+                );
+            })?;
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops accepting and waits for the thread.
+    pub(crate) fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    scrape: Arc<Scrape>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("spanmetrics: the Prometheus endpoint cannot serve: {error}");
+            return;
+        }
+    };
+    let mut upkeep = tokio::time::interval(UPKEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            _ = upkeep.tick() => scrape.handle.run_upkeep(),
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let scrape = Arc::clone(&scrape);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let scrape = Arc::clone(&scrape);
+                        async move { Ok::<_, Infallible>(route(&scrape, &request)) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// The endpoints.
+fn route<B>(scrape: &Scrape, request: &Request<B>) -> Response<Full<Bytes>> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            scrape.render(),
+        ),
+        (_, "/metrics") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use GET\n".into(),
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found; try /metrics\n".into(),
+        ),
+    }
+}

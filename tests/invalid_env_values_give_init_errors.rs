@@ -1,0 +1,126 @@
+//! Every invalid environment value is rejected with an `InitError` naming the variable, the
+//! value and what is accepted; nothing is installed. Settings come from `with_env`, so the
+//! process environment is never touched.
+
+use spanmetrics::{InitError, Telemetry};
+
+const CASES: &[(&str, &str, &str)] = &[
+    // (variable, invalid value, a word of the accepted-values description)
+    ("OTEL_SDK_DISABLED", "yes", "true"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317", "http://"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://", "http://"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://host:port", "http://"),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://h:1", "http://"),
+    ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "h:4317", "http://"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "http/protobuf"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "udp", "grpc"),
+    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "GRPC", "grpc"),
+    (
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        "http",
+        "http/protobuf",
+    ),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "authorization", "key=value"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "=x", "key=value"),
+    ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "a=%zz", "key=value"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s", "milliseconds"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "0", "milliseconds"),
+    ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "-5", "milliseconds"),
+    ("OTEL_TRACES_SAMPLER", "sometimes", "traceidratio"),
+    ("OTEL_METRIC_EXPORT_INTERVAL", "1m", "milliseconds"),
+    ("OTEL_METRIC_EXPORT_INTERVAL", "0", "milliseconds"),
+    (
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+        "weekly",
+        "cumulative",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+        "summary",
+        "explicit_bucket_histogram",
+    ),
+    ("OTEL_RESOURCE_ATTRIBUTES", "team", "key=value"),
+    ("SPANMETRICS_PROMETHEUS_LISTEN", "9464", "off"),
+    ("SPANMETRICS_PROMETHEUS_LISTEN", "on", "off"),
+    ("RUST_LOG", "my_app=loud", "directives"),
+];
+
+fn check(env: Vec<(String, String)>, variable: &str, value: &str, accepted: &str) {
+    let result = Telemetry::builder()
+        .with_prometheus_listen(None)
+        .with_env(env)
+        .install();
+    match result {
+        Err(InitError::InvalidEnv {
+            variable: v,
+            value: got,
+            expected,
+        }) => {
+            assert_eq!(v, variable);
+            assert_eq!(got, value);
+            assert!(
+                expected.contains(accepted),
+                "{variable}: `{expected}` should mention `{accepted}`"
+            );
+        }
+        other => panic!("{variable}={value:?} should be rejected, got {other:?}"),
+    }
+}
+
+#[test]
+fn each_invalid_value_names_the_variable_the_value_and_what_is_accepted() {
+    for (variable, value, accepted) in CASES {
+        check(
+            vec![((*variable).to_owned(), (*value).to_owned())],
+            variable,
+            value,
+            accepted,
+        );
+        let message = Telemetry::builder()
+            .with_env([((*variable).to_owned(), (*value).to_owned())])
+            .install()
+            .expect_err("rejected")
+            .to_string();
+        assert!(
+            message.contains(variable) && message.contains(value),
+            "{message}"
+        );
+    }
+    assert!(
+        !tracing::dispatcher::has_been_set(),
+        "a rejected configuration installs nothing"
+    );
+}
+
+#[test]
+fn sampler_argument_outside_zero_to_one_is_rejected() {
+    for sampler in ["traceidratio", "parentbased_traceidratio"] {
+        for bad in ["1.5", "-0.1", "ten percent"] {
+            check(
+                vec![
+                    ("OTEL_TRACES_SAMPLER".into(), sampler.into()),
+                    ("OTEL_TRACES_SAMPLER_ARG".into(), bad.into()),
+                ],
+                "OTEL_TRACES_SAMPLER_ARG",
+                bad,
+                "0 to 1",
+            );
+        }
+    }
+}
+
+#[test]
+fn signal_specific_variables_are_checked_even_when_the_generic_one_is_valid() {
+    check(
+        vec![
+            ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL".into(),
+                "thrift".into(),
+            ),
+        ],
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+        "thrift",
+        "grpc",
+    );
+}

@@ -1,0 +1,138 @@
+//! End-to-end: a real Prometheus server scrapes the `/metrics` endpoint of a program using
+//! `spanmetrics::init()`, and `promtool` finds nothing wrong with the exposition.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use support::*;
+
+const PLAN: &str = "roll:ok:9,roll:Timeout:2,fetch:ok:3,fetch:NotFound:5";
+
+/// Queries Prometheus for `command_duration_seconds_count` per command/outcome/error_type.
+fn query_counts(
+    prometheus: std::net::SocketAddr,
+) -> Option<BTreeMap<(String, String, String), u64>> {
+    let body = http_get(
+        prometheus,
+        "/api/v1/query?query=command_duration_seconds_count",
+    )?;
+    let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let mut out = BTreeMap::new();
+    for series in json["data"]["result"].as_array()? {
+        let label = |k: &str| series["metric"][k].as_str().unwrap_or_default().to_owned();
+        let value: u64 = series["value"][1].as_str()?.parse().ok()?;
+        out.insert(
+            (label("command"), label("outcome"), label("error_type")),
+            value,
+        );
+    }
+    Some(out)
+}
+
+#[test]
+fn prometheus_server_scrapes_exact_command_counts() {
+    let (Some(prometheus_bin), Some(promtool)) = (tool("PROMETHEUS"), tool("PROMTOOL")) else {
+        return;
+    };
+    let mut driver = driver(
+        "multi-thread",
+        &[("SPANMETRICS_PROMETHEUS_LISTEN", "127.0.0.1:0".to_owned())],
+    );
+    let target: std::net::SocketAddr = poll("the metrics address", || {
+        driver
+            .stdout()
+            .lines()
+            .find_map(|l| l.strip_prefix("prometheus ")?.parse().ok())
+    });
+    driver.send(&format!("run {PLAN}"));
+    driver.wait_for_lines("done", 1);
+
+    let dir = std::env::temp_dir().join(format!("spanmetrics-prometheus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: bot\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut command = Command::new(&prometheus_bin);
+    command.args([
+        &format!("--config.file={}", config.display()),
+        &format!("--storage.tsdb.path={}", dir.join("data").display()),
+        &format!("--web.listen-address=127.0.0.1:{port}"),
+    ]);
+    let mut server = Process::spawn(command);
+    let api: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+
+    let expected = expected(PLAN);
+    let mut last = None;
+    let matched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        poll("Prometheus to report the command counts", || {
+            let counts = query_counts(api);
+            let ok = counts.as_ref() == Some(&expected);
+            last = counts;
+            ok.then_some(())
+        })
+    }));
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        matched.is_ok(),
+        "expected {expected:?}, Prometheus has {last:?}; server log:\n{}",
+        server.stderr()
+    );
+
+    // The exposition passes promtool's checks.
+    let page = http_get(target, "/metrics").expect("the metrics page");
+    for name in [
+        "command_duration_seconds_bucket",
+        "command_busy_seconds_bucket",
+        "command_active",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_threads",
+        "process_uptime_seconds",
+        "spanmetrics_export_failures_total",
+    ] {
+        assert!(page.contains(name), "{name} missing from:\n{page}");
+    }
+    assert!(
+        page.contains("le=\"0.0001\"") && page.contains("le=\"60\""),
+        "buckets 100µs…60s"
+    );
+    let mut check = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    {
+        use std::io::Write;
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(page.as_bytes())
+            .unwrap();
+    }
+    let output = check.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && report.trim().is_empty(),
+        "promtool: {report}\n{page}"
+    );
+
+    driver.send("exit");
+    assert!(driver.wait_exit().success());
+}

@@ -1,0 +1,394 @@
+//! Shared helpers of the end-to-end tests: real servers on free ports, the example program
+//! that runs commands, and a parser for the collector's debug output.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long any awaited condition may take.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The path of a test tool named by an environment variable set by `scripts/test.sh`.
+/// Missing: the test fails under `CI=true`, and is skipped (with a message) otherwise.
+pub fn tool(var: &str) -> Option<PathBuf> {
+    match std::env::var_os(var).map(PathBuf::from) {
+        Some(path) if path.exists() => Some(path),
+        _ => {
+            let message = format!(
+                "{var} is not set to an existing file; run scripts/test.sh (it installs the test servers)"
+            );
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{message}");
+            }
+            eprintln!("skipping: {message}");
+            None
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `f` until it returns `Some`, or the deadline passes.
+pub fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process whose output is collected in the background; killed by PID on drop.
+pub struct Process {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            into.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+}
+
+impl Process {
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let (stdout, stderr) = (Arc::default(), Arc::default());
+        collect(child.stdout.take().unwrap(), Arc::clone(&stdout));
+        collect(child.stderr.take().unwrap(), Arc::clone(&stderr));
+        Self {
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to child");
+        stdin.flush().expect("flush child stdin");
+    }
+
+    /// Waits until stdout has `count` lines equal to `line`.
+    pub fn wait_for_lines(&self, line: &str, count: usize) {
+        poll(&format!("{count} `{line}` lines"), || {
+            (self.stdout().lines().filter(|l| l.trim() == line).count() >= count).then_some(())
+        });
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.stdin.take();
+        poll("the process to exit", || {
+            self.child.try_wait().ok().flatten()
+        })
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The rotel collector printing everything it receives.
+pub fn start_rotel(agent: &PathBuf, grpc: u16, http: u16) -> Process {
+    let mut command = Command::new(agent);
+    command.args([
+        "start",
+        "--otlp-grpc-endpoint",
+        &format!("127.0.0.1:{grpc}"),
+        "--otlp-http-endpoint",
+        &format!("127.0.0.1:{http}"),
+        "--exporter",
+        "blackhole",
+        "--debug-log",
+        "traces",
+        "--debug-log",
+        "metrics",
+        "--debug-log-verbosity",
+        "detailed",
+    ]);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ROTEL_") {
+            command.env_remove(key);
+        }
+    }
+    let rotel = Process::spawn(command);
+    poll("rotel to listen", || {
+        let up = |port| TcpStream::connect(("127.0.0.1", port)).is_ok();
+        (up(grpc) && up(http)).then_some(())
+    });
+    rotel
+}
+
+/// The example program that runs commands (built by `cargo test` with the examples).
+pub fn driver(mode: &str, env: &[(&str, String)]) -> Process {
+    let exe = std::env::current_exe().expect("test executable");
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join("command_driver"))
+        .expect("target dir");
+    assert!(
+        path.exists(),
+        "{} is missing; run `cargo test` (it builds the examples)",
+        path.display()
+    );
+    let mut command = Command::new(path);
+    command.arg(mode);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OTEL_") || key.starts_with("SPANMETRICS_") {
+            command.env_remove(key);
+        }
+    }
+    command.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    Process::spawn(command)
+}
+
+/// A span as printed by rotel.
+#[derive(Debug, Default, Clone)]
+pub struct Span {
+    pub name: String,
+    pub trace_id: String,
+    pub status: String,
+    pub status_message: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// What rotel printed, parsed.
+#[derive(Debug, Default)]
+pub struct Received {
+    pub spans: Vec<Span>,
+    /// Resource attributes of every resource block seen.
+    pub resources: Vec<BTreeMap<String, String>>,
+    /// The last value of `Count:` of each histogram data point, by metric and attributes.
+    pub histogram_counts: BTreeMap<(String, BTreeMap<String, String>), u64>,
+    /// Metric names seen.
+    pub metric_names: Vec<String>,
+}
+
+/// `     -> key: Str(value)` → (key, value).
+fn attribute(line: &str) -> Option<(String, String)> {
+    let rest = line.trim().strip_prefix("-> ")?;
+    let (key, value) = rest.split_once(": ")?;
+    let value = value
+        .find('(')
+        .filter(|_| value.ends_with(')'))
+        .map_or(value, |i| &value[i + 1..value.len() - 1]);
+    Some((key.to_owned(), value.to_owned()))
+}
+
+/// Parses rotel's `--debug-log-verbosity detailed` output.
+pub fn parse_rotel(output: &str) -> Received {
+    #[derive(PartialEq)]
+    enum Section {
+        None,
+        Resource,
+        Span,
+        SpanAttributes,
+        Other,
+        Descriptor,
+        Point,
+    }
+    let mut received = Received::default();
+    let mut section = Section::None;
+    let mut metric = String::new();
+    let mut point: BTreeMap<String, String> = BTreeMap::new();
+    for line in output.lines() {
+        let trimmed = line.trim();
+        if trimmed == "Resource attributes:" {
+            received.resources.push(BTreeMap::new());
+            section = Section::Resource;
+        } else if trimmed.starts_with("Span #") {
+            received.spans.push(Span::default());
+            section = Section::Span;
+        } else if trimmed == "Attributes:" && section == Section::Span {
+            section = Section::SpanAttributes;
+        } else if trimmed == "Events:"
+            || trimmed.starts_with("ScopeSpans")
+            || trimmed.starts_with("ScopeMetrics")
+        {
+            section = Section::Other;
+        } else if trimmed == "Descriptor:" {
+            section = Section::Descriptor;
+        } else if trimmed == "Data point attributes:" {
+            point = BTreeMap::new();
+            section = Section::Point;
+        } else if let Some(count) = trimmed.strip_prefix("Count: ") {
+            if let Ok(count) = count.parse() {
+                received
+                    .histogram_counts
+                    .insert((metric.clone(), point.clone()), count);
+            }
+        } else if let Some((key, value)) = attribute(line) {
+            match section {
+                Section::Resource => {
+                    received.resources.last_mut().unwrap().insert(key, value);
+                }
+                Section::SpanAttributes => {
+                    received
+                        .spans
+                        .last_mut()
+                        .unwrap()
+                        .attributes
+                        .insert(key, value);
+                }
+                Section::Descriptor if key == "Name" => {
+                    received.metric_names.push(value.clone());
+                    metric = value;
+                }
+                Section::Point => {
+                    point.insert(key, value);
+                }
+                _ => {}
+            }
+        } else if section == Section::Span {
+            let span = received.spans.last_mut().unwrap();
+            let field = |prefix: &str| {
+                trimmed
+                    .strip_prefix(prefix)
+                    .map(|r| r.trim_start().trim_start_matches(':').trim().to_owned())
+            };
+            if let Some(v) = field("Name") {
+                span.name = v;
+            } else if let Some(v) = field("Trace ID") {
+                span.trace_id = v;
+            } else if let Some(v) = field("Status code") {
+                span.status = v;
+            } else if let Some(v) = field("Status message") {
+                span.status_message = v;
+            }
+        }
+    }
+    received
+}
+
+impl Received {
+    /// Final `command.duration` counts by (command, outcome, error.type or "").
+    pub fn duration_counts(&self) -> BTreeMap<(String, String, String), u64> {
+        self.histogram_counts
+            .iter()
+            .filter(|((metric, _), _)| metric == "command.duration")
+            .map(|((_, attrs), count)| {
+                let get = |k: &str| attrs.get(k).cloned().unwrap_or_default();
+                ((get("command"), get("outcome"), get("error.type")), *count)
+            })
+            .collect()
+    }
+}
+
+/// A plan as the driver takes it, and the counts it should produce.
+pub fn expected(plan: &str) -> BTreeMap<(String, String, String), u64> {
+    let mut out = BTreeMap::new();
+    for item in plan.split(',') {
+        let parts: Vec<&str> = item.split(':').collect();
+        let (outcome, error_type) = if parts[1] == "ok" {
+            ("ok", "")
+        } else {
+            ("error", parts[1])
+        };
+        *out.entry((
+            parts[0].to_owned(),
+            outcome.to_owned(),
+            error_type.to_owned(),
+        ))
+        .or_insert(0) += parts[2].parse::<u64>().unwrap();
+    }
+    out
+}
+
+/// Adds the counts of `b` to `a`.
+pub fn sum(
+    a: &BTreeMap<(String, String, String), u64>,
+    b: &BTreeMap<(String, String, String), u64>,
+) -> BTreeMap<(String, String, String), u64> {
+    let mut out = a.clone();
+    for (k, v) in b {
+        *out.entry(k.clone()).or_insert(0) += v;
+    }
+    out
+}
+
+/// A plain HTTP/1.1 GET; returns the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Some(dechunk(body));
+    }
+    Some(body.to_owned())
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
