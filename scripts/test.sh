@@ -9,6 +9,9 @@ echo "== test servers (rotel collector, prometheus, promtool)"
 # missing one fails those tests instead of skipping them.
 eval "$(scripts/setup-test-deps.sh)"
 
+echo "== collector-config: promtool, amtool, otelcol/dashboard/compose checks"
+bash scripts/check-configs.sh
+
 echo "== formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

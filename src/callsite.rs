@@ -242,7 +242,10 @@ impl CallsiteTable {
 
 impl Drop for CallsiteTable {
     fn drop(&mut self) {
-        let owned = self.writer.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let owned = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
         for value in owned.values.drain(..) {
             // SAFETY: allocated by `Box::into_raw` above; no reader outlives `&self`.
             drop(unsafe { Box::from_raw(value) });

@@ -17,7 +17,9 @@ type Predicate = Arc<dyn Fn(&Metadata<'_>) -> bool + Send + Sync>;
 #[non_exhaustive]
 pub enum BuildError {
     /// A label would shadow a field spanmetrics already reads.
-    #[error("`{0}` cannot be a label: spanmetrics reads that field itself; pick another field name")]
+    #[error(
+        "`{0}` cannot be a label: spanmetrics reads that field itself; pick another field name"
+    )]
     ReservedLabel(String),
     /// The same label was allow-listed twice.
     #[error("label `{0}` is already allow-listed")]
@@ -300,12 +302,7 @@ impl Builder {
     /// How often the background thread forwards buffered measurements to the sinks
     /// (default 200 ms). Exports and [`crate::SpanMetricsHandle::flush`] forward at once.
     pub fn with_flush_interval(mut self, interval: Duration) -> Result<Self, BuildError> {
-        check_range(
-            "flush_interval (ms)",
-            interval.as_millis(),
-            1,
-            60_000,
-        )?;
+        check_range("flush_interval (ms)", interval.as_millis(), 1, 60_000)?;
         self.config.flush_interval = interval;
         Ok(self)
     }

@@ -96,11 +96,7 @@
 //! counted in `spanmetrics.dropped` rather than ever blocking the caller. Span fields that are
 //! neither the command, a label nor an outcome field are never formatted.
 #![deny(missing_docs)]
-#![warn(
-    missing_debug_implementations,
-    unreachable_pub,
-    rust_2018_idioms
-)]
+#![warn(missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 
 mod buffer;
 mod callsite;

@@ -254,7 +254,11 @@ fn emit(event: &HostileEvent) {
 
 /// Runs the span and returns its series without `error.type` (checked separately).
 fn run_span(command: &str, span: &HostileSpan) -> Labels {
-    let expected_command = cut(command);
+    // An empty command names nothing: the span name stands in.
+    let expected_command = match cut(command) {
+        c if c.is_empty() => "hostile".to_owned(),
+        c => c,
+    };
     let mut names = vec!["command".to_owned(), LABEL.to_owned()];
     names.extend(span.fields.iter().map(|(n, _)| n.clone()));
     let meta = callsite("hostile", &names, Kind::SPAN, Level::INFO);

@@ -196,11 +196,12 @@ impl Pump {
         let fold = entry == OVERFLOW_ENTRY
             || (!self.series.contains_key(&key) && self.series.len() >= cx.config.max_series);
         if fold {
-            self.folded(names::OTEL_DURATION, names::PROM_DURATION).add(1);
+            self.folded(names::OTEL_DURATION, names::PROM_DURATION)
+                .add(1);
             let (otel, prom) = overflow_attributes();
-            return self
-                .overflow_series
-                .get_or_insert_with(|| make_series(&self.recorder, self.otel.as_ref(), cx, otel, prom));
+            return self.overflow_series.get_or_insert_with(|| {
+                make_series(&self.recorder, self.otel.as_ref(), cx, otel, prom)
+            });
         }
         if !self.series.contains_key(&key) {
             let (otel, prom) = series_attributes(cx, entry, error);
@@ -255,7 +256,10 @@ impl Pump {
                 names::PROM_OVERFLOW,
                 vec![Label::new(names::ATTR_METRIC, prom_metric)],
             ),
-            otel: instruments.map(|i| i.overflow.bind(&[KeyValue::new(names::ATTR_METRIC, otel_metric)])),
+            otel: instruments.map(|i| {
+                i.overflow
+                    .bind(&[KeyValue::new(names::ATTR_METRIC, otel_metric)])
+            }),
         })
     }
 
@@ -303,7 +307,11 @@ fn overflow_attributes() -> (Vec<KeyValue>, Vec<Label>) {
     )
 }
 
-fn series_attributes(cx: &Context<'_>, entry: u32, error: Option<u16>) -> (Vec<KeyValue>, Vec<Label>) {
+fn series_attributes(
+    cx: &Context<'_>,
+    entry: u32,
+    error: Option<u16>,
+) -> (Vec<KeyValue>, Vec<Label>) {
     let entry = cx.registry.entry(entry);
     let command = cx.registry.command(entry.command).name.to_string();
     let outcome = if error.is_some() { "error" } else { "ok" };
@@ -333,7 +341,13 @@ fn series_attributes(cx: &Context<'_>, entry: u32, error: Option<u16>) -> (Vec<K
 fn prometheus_label(name: &str) -> String {
     let mut out: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');

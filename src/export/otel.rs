@@ -1,7 +1,9 @@
 //! The OpenTelemetry sink: the instruments, created once per layer. Series handles are bound
 //! (`Histogram::bind`) in the background thread, so a record does no attribute lookup.
 
-use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableCounter, ObservableUpDownCounter};
+use opentelemetry::metrics::{
+    Counter, Histogram, Meter, ObservableCounter, ObservableUpDownCounter,
+};
 
 use crate::names;
 
@@ -55,7 +57,9 @@ impl Instruments {
             _active: meter
                 .i64_observable_up_down_counter(names::OTEL_ACTIVE)
                 .with_description("Commands in flight.")
-                .with_callback(move |observer| active(&mut |value, attrs| observer.observe(value, attrs)))
+                .with_callback(move |observer| {
+                    active(&mut |value, attrs| observer.observe(value, attrs))
+                })
                 .build(),
             _dropped: meter
                 .u64_observable_counter(names::OTEL_DROPPED)

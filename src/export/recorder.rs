@@ -30,12 +30,32 @@ impl RecorderHandles {
 
     fn describe(&self) {
         let text: [(&'static str, Unit, &'static str); 6] = [
-            (names::PROM_DURATION, Unit::Seconds, "Command latency, from span creation to close."),
-            (names::PROM_BUSY, Unit::Seconds, "Time the command span was entered (on-CPU time of async handlers)."),
+            (
+                names::PROM_DURATION,
+                Unit::Seconds,
+                "Command latency, from span creation to close.",
+            ),
+            (
+                names::PROM_BUSY,
+                Unit::Seconds,
+                "Time the command span was entered (on-CPU time of async handlers).",
+            ),
             (names::PROM_ACTIVE, Unit::Count, "Commands in flight."),
-            (names::PROM_MARK, Unit::Seconds, "Time from command start to a mark event."),
-            (names::PROM_OVERFLOW, Unit::Count, "Records folded into an overflow series by the cardinality cap."),
-            (names::PROM_DROPPED, Unit::Count, "Records dropped because a recording buffer was full."),
+            (
+                names::PROM_MARK,
+                Unit::Seconds,
+                "Time from command start to a mark event.",
+            ),
+            (
+                names::PROM_OVERFLOW,
+                Unit::Count,
+                "Records folded into an overflow series by the cardinality cap.",
+            ),
+            (
+                names::PROM_DROPPED,
+                Unit::Count,
+                "Records dropped because a recording buffer was full.",
+            ),
         ];
         self.with(|r| {
             for (name, unit, description) in text {

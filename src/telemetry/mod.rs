@@ -124,6 +124,7 @@ pub struct TelemetryBuilder {
     layer: Option<crate::Builder>,
     prometheus_listen: Option<Option<SocketAddr>>,
     env: Option<Vec<(String, String)>>,
+    default_log_filter: Option<String>,
 }
 
 impl TelemetryBuilder {
@@ -151,6 +152,13 @@ impl TelemetryBuilder {
     /// `SPANMETRICS_PROMETHEUS_LISTEN`; the default is `127.0.0.1:9464`.
     pub fn with_prometheus_listen(mut self, addr: Option<SocketAddr>) -> Self {
         self.prometheus_listen = Some(addr);
+        self
+    }
+
+    /// Log filter directives used when `RUST_LOG` is not set (default `info`). Like `RUST_LOG`,
+    /// they filter only the log output, never the metrics or traces.
+    pub fn with_default_log_filter(mut self, directives: impl Into<String>) -> Self {
+        self.default_log_filter = Some(directives.into());
         self
     }
 
@@ -328,6 +336,7 @@ impl Installer {
         let directives = settings
             .rust_log
             .clone()
+            .or_else(|| self.builder.default_log_filter.clone())
             .unwrap_or_else(|| "info".to_owned());
         let show_internal = directives.contains("opentelemetry")
             || ["tonic", "h2", "hyper", "tower", "reqwest"]
