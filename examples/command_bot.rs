@@ -224,16 +224,24 @@ fn generate(rng: &mut Rng, error_rate: f64) -> (String, String, Fault) {
         fail,
         pick: rng.below(1000),
     };
-    let line = match rng.below(6) {
-        0 => "!ping".to_owned(),
-        1 if fail => "!roll 0d0".to_owned(),
-        1 => format!("!roll {}d6", 1 + fault.pick % 4),
-        2 => "!weather Berlin".to_owned(),
-        3 => "!ask what should I roll?".to_owned(),
-        4 if fail => "!set volume loud".to_owned(),
-        4 => format!("!set volume {}", fault.pick % 101),
-        _ if fail => "!dance".to_owned(),
-        _ => "!ping".to_owned(),
+    // A failing command is drawn among the ones that can fail (`!ping` cannot), so the share of
+    // failed commands is the requested error rate.
+    let line = if fail {
+        match rng.below(5) {
+            0 => "!roll 0d0".to_owned(),
+            1 => "!weather Berlin".to_owned(),
+            2 => "!ask what should I roll?".to_owned(),
+            3 => "!set volume loud".to_owned(),
+            _ => "!dance".to_owned(),
+        }
+    } else {
+        match rng.below(5) {
+            0 => "!ping".to_owned(),
+            1 => format!("!roll {}d6", 1 + fault.pick % 4),
+            2 => "!weather Berlin".to_owned(),
+            3 => "!ask what should I roll?".to_owned(),
+            _ => format!("!set volume {}", fault.pick % 101),
+        }
     };
     (platform.to_owned(), line, fault)
 }
@@ -241,7 +249,9 @@ fn generate(rng: &mut Rng, error_rate: f64) -> (String, String, Fault) {
 async fn simulate(args: &Args) -> BTreeMap<String, Tally> {
     let mut rng = Rng(args.seed);
     let count = args.simulate.unwrap_or(0);
-    let plan: Vec<_> = (0..count).map(|_| generate(&mut rng, args.error_rate)).collect();
+    let plan: Vec<_> = (0..count)
+        .map(|_| generate(&mut rng, args.error_rate))
+        .collect();
     // Run up to 16 commands at once, as a busy channel would.
     let permits = Arc::new(Semaphore::new(16));
     let mut tasks = Vec::with_capacity(plan.len());
