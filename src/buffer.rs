@@ -45,6 +45,16 @@ pub(crate) struct Buffers {
 struct LocalRing {
     layer: u64,
     producer: Producer<Record>,
+    since_wake: usize,
+}
+
+/// Why a record could not be handed over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// This thread's ring is full: the background thread has fallen behind.
+    Full,
+    /// The thread is being torn down, or is re-entering from inside a push.
+    Unavailable,
 }
 
 thread_local! {
@@ -63,7 +73,7 @@ impl Buffers {
         }
     }
 
-    /// Sets the thread to wake when a ring is half full.
+    /// The background thread, woken as rings fill.
     pub(crate) fn waker(&self) -> Option<&Thread> {
         self.waker.get()
     }
@@ -72,32 +82,37 @@ impl Buffers {
         let _ = self.waker.set(thread);
     }
 
-    /// Hands a record over. Never blocks; if this thread's ring is full (the background thread
-    /// is starved), or the thread is being torn down, the record is dropped and counted.
-    pub(crate) fn push(&self, record: Record) {
-        let pushed = RINGS
+    /// Hands a record over without blocking. Every quarter of a ring's capacity, the background
+    /// thread is woken (cheap when it is awake already), so it drains long before a ring fills.
+    pub(crate) fn try_push(&self, record: Record) -> Result<(), PushError> {
+        RINGS
             .try_with(|rings| {
                 let Ok(mut rings) = rings.try_borrow_mut() else {
-                    return false;
+                    return Err(PushError::Unavailable);
                 };
                 let ring = match rings.iter().position(|r| r.layer == self.id) {
                     Some(i) => &mut rings[i],
                     None => self.new_ring(&mut rings),
                 };
                 if ring.producer.push(record).is_err() {
-                    return false;
+                    return Err(PushError::Full);
                 }
-                if ring.producer.slots() == self.capacity / 2 {
+                ring.since_wake += 1;
+                if ring.since_wake >= self.capacity / 4 {
+                    ring.since_wake = 0;
                     if let Some(waker) = self.waker.get() {
                         waker.unpark();
                     }
                 }
-                true
+                Ok(())
             })
-            .unwrap_or(false);
-        if !pushed {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+            // The thread is exiting and its rings are gone.
+            .unwrap_or(Err(PushError::Unavailable))
+    }
+
+    /// Counts a record that could not be handed over.
+    pub(crate) fn count_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     #[cold]
@@ -112,6 +127,7 @@ impl Buffers {
         rings.push(LocalRing {
             layer: self.id,
             producer,
+            since_wake: 0,
         });
         let last = rings.len() - 1;
         &mut rings[last]

@@ -47,8 +47,9 @@ impl<const N: usize> StackStr<N> {
     }
 
     pub(crate) fn as_str(&self) -> &str {
-        // Only whole chars are ever copied in, so this cannot fail; fall back to "" regardless.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+        // SAFETY: `write_str` only ever copies whole UTF-8 chars into `buf[..len]` (it cuts at a
+        // char boundary), and nothing else writes to it.
+        unsafe { std::str::from_utf8_unchecked(&self.buf[..self.len]) }
     }
 
     /// The text without the quotes that `Debug` puts around strings (`?name` on a `String`).

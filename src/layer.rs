@@ -11,8 +11,8 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::buffer::{Buffers, Record};
-use crate::callsite::{Callsite, CallsiteTable, FieldRole, SpanSite};
+use crate::buffer::{Buffers, PushError, Record};
+use crate::callsite::{Callsite, CallsiteTable, SpanSite};
 use crate::config::{Config, MeterSink};
 use crate::error_type::leading_identifier;
 use crate::export::otel::{Callbacks, Instruments};
@@ -21,6 +21,9 @@ use crate::export::{self, Pump};
 use crate::fields::{Collected, Collector, OutcomeField, MAX_LABELS};
 use crate::names;
 use crate::registry::Registry;
+
+/// How long a thread whose ring is full waits for another thread's forwarding to free space.
+const FULL_RING_PATIENCE_NS: u64 = 2_000_000;
 
 /// Where the error type of a failed span came from; a higher source is not overwritten by a
 /// lower one.
@@ -108,6 +111,49 @@ impl Shared {
 
     pub(crate) fn flush(&self) {
         self.lock_pump().drain(&self.context());
+    }
+
+    /// Hands a record to the background side.
+    fn record(&self, record: Record) {
+        if let Err(PushError::Full) = self.buffers.try_push(record) {
+            self.record_when_full(record);
+        } else {
+            // Pushed, or the thread is exiting (nothing can be done for it then).
+        }
+    }
+
+    /// This thread's ring is full: the background thread is starved of CPU. Rather than lose
+    /// the record, this thread forwards the buffered records itself, or, if another thread is
+    /// at it, gives it a moment (at most [`FULL_RING_PATIENCE_NS`]) to free space: overload
+    /// slows the threads that cause it instead of losing data. The sinks' own logs cannot feed
+    /// back into the layer: inside a subscriber callback, tracing-core routes nested events to
+    /// no subscriber. Past the patience, the record is dropped and counted.
+    #[cold]
+    #[inline(never)]
+    fn record_when_full(&self, record: Record) {
+        let deadline = self.clock.raw();
+        loop {
+            let pump = match self.pump.try_lock() {
+                Ok(pump) => Some(pump),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut pump) = pump {
+                pump.drain(&self.context());
+            }
+            match self.buffers.try_push(record) {
+                Ok(()) => return,
+                Err(PushError::Unavailable) => break,
+                Err(PushError::Full) => {
+                    if self.clock.delta_as_nanos(deadline, self.clock.raw()) > FULL_RING_PATIENCE_NS
+                    {
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+            }
+        }
+        self.buffers.count_dropped();
     }
 }
 
@@ -260,13 +306,17 @@ impl SpanMetricsLayer {
     }
 }
 
-fn collect(roles: &[FieldRole], record: impl FnOnce(&mut Collector<'_>)) -> Collected {
-    let mut collected = Collected::new();
-    record(&mut Collector {
-        roles,
-        out: &mut collected,
-    });
-    collected
+/// Collects the fields of interest. A macro rather than a function returning `Collected`, so the
+/// (1 KiB, stack-only) struct is built in place instead of copied out.
+macro_rules! collect {
+    ($roles:expr, $source:expr) => {{
+        let mut collected = Collected::new();
+        $source.record(&mut Collector {
+            roles: $roles,
+            out: &mut collected,
+        });
+        collected
+    }};
 }
 
 impl<S> Layer<S> for SpanMetricsLayer
@@ -285,7 +335,7 @@ where
             return;
         };
         let start = self.shared.clock.raw();
-        let collected = collect(&site.roles, |c| attrs.record(c));
+        let collected = collect!(&site.roles, attrs);
         let entry = self.resolve(site, &collected, None);
         let command = self.shared.registry.entry(entry).command;
         let mut state = SpanState {
@@ -304,7 +354,7 @@ where
             return;
         };
         span.extensions_mut().insert(state);
-        self.shared.buffers.push(Record::Started { command });
+        self.shared.record(Record::Started { command });
     }
 
     fn on_record(&self, id: &Id, values: &SpanRecord<'_>, ctx: Context<'_, S>) {
@@ -314,7 +364,7 @@ where
         let Some(site) = self.span_site(span.metadata()) else {
             return;
         };
-        let collected = collect(&site.roles, |c| values.record(c));
+        let collected = collect!(&site.roles, values);
         let mut extensions = span.extensions_mut();
         let Some(state) = extensions.get_mut::<SpanState>() else {
             return;
@@ -323,7 +373,7 @@ where
             let entry = self.resolve(site, &collected, Some(state.entry));
             let command = self.shared.registry.entry(entry).command;
             if command != state.command {
-                self.shared.buffers.push(Record::Moved {
+                self.shared.record(Record::Moved {
                     from: state.command,
                     to: command,
                 });
@@ -393,7 +443,7 @@ where
         let Some(scope) = ctx.event_scope(event) else {
             return;
         };
-        let collected = collect(&site.roles, |c| event.record(c));
+        let collected = collect!(&site.roles, event);
         let now = self.shared.clock.raw();
         let registry = &self.shared.registry;
         // The nearest enclosing command span is the one the event belongs to.
@@ -417,7 +467,7 @@ where
                 }
             }
             if let Some(mark) = &collected.mark {
-                self.shared.buffers.push(Record::Marked {
+                self.shared.record(Record::Marked {
                     command: state.command,
                     mark: registry.marks.intern(mark.as_str()),
                     elapsed_ns: self.shared.clock.delta_as_nanos(state.start, now),
@@ -452,7 +502,7 @@ where
         } else {
             None
         };
-        self.shared.buffers.push(Record::Finished {
+        self.shared.record(Record::Finished {
             entry: state.entry,
             error,
             duration_ns: self.shared.clock.delta_as_nanos(state.start, now),

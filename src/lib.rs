@@ -89,11 +89,13 @@
 //! span's extensions (the registry boxes it: the one allocation per command span), and on
 //! close one write into a ring owned by that thread. No lock is shared with other threads, no
 //! attribute set is hashed, no sink is called. A background thread per layer drains the rings
-//! every 200 ms ([`Builder::with_flush_interval`]), and whenever a ring is half full, and
+//! every 200 ms ([`Builder::with_flush_interval`]), and whenever a ring is a quarter full, and
 //! records into the sinks through handles resolved once per series. An OpenTelemetry collection
 //! and [`SpanMetricsHandle::flush`] drain first, so exports are never stale. If a thread
-//! outruns the background thread and its ring (4096 records) fills, records are dropped and
-//! counted in `spanmetrics.dropped` rather than ever blocking the caller. Span fields that are
+//! outruns the background thread and its ring (4096 records) fills, that thread forwards the
+//! buffered records itself, or waits up to 2 ms for the thread already doing so: overload slows
+//! the threads that cause it rather than losing data. Only past that is a record dropped, and
+//! counted in `spanmetrics.dropped`. Span fields that are
 //! neither the command, a label nor an outcome field are never formatted.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub, rust_2018_idioms)]

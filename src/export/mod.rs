@@ -5,8 +5,6 @@
 pub(crate) mod otel;
 pub(crate) mod recorder;
 
-use std::collections::HashMap;
-
 use metrics::Label;
 use opentelemetry::metrics::BoundHistogram;
 use opentelemetry::KeyValue;
@@ -21,6 +19,8 @@ use self::otel::Instruments;
 use self::recorder::RecorderHandles;
 
 const NANOS_PER_SECOND: f64 = 1e9;
+/// Records forwarded before their ring slots are released to the producer.
+const DRAIN_SLICE: usize = 256;
 
 /// Handles of one histogram series in both sinks.
 #[derive(Default)]
@@ -36,6 +36,38 @@ impl HistogramPair {
         }
         if let Some(h) = &self.otel {
             h.record(seconds);
+        }
+    }
+}
+
+/// The duration/busy series of one entry: success, and each error type seen.
+#[derive(Default)]
+struct EntrySeries {
+    ok: Option<Series>,
+    errors: Vec<(u16, Series)>,
+}
+
+impl EntrySeries {
+    fn get(&self, error: Option<u16>) -> Option<&Series> {
+        match error {
+            None => self.ok.as_ref(),
+            Some(id) => self.errors.iter().find(|(e, _)| *e == id).map(|(_, s)| s),
+        }
+    }
+
+    fn get_or_insert_with(&mut self, error: Option<u16>, make: impl FnOnce() -> Series) -> &Series {
+        match error {
+            None => self.ok.get_or_insert_with(make),
+            Some(id) => {
+                let position = match self.errors.iter().position(|(e, _)| *e == id) {
+                    Some(position) => position,
+                    None => {
+                        self.errors.push((id, make()));
+                        self.errors.len() - 1
+                    }
+                };
+                &self.errors[position].1
+            }
         }
     }
 }
@@ -77,9 +109,13 @@ pub(crate) struct Pump {
     consumers: Vec<Consumer<Record>>,
     recorder: RecorderHandles,
     otel: Option<Instruments>,
-    series: HashMap<(u32, Option<u16>), Series>,
+    /// Indexed by entry id; no hashing per record.
+    series: Vec<EntrySeries>,
+    series_count: usize,
     overflow_series: Option<Series>,
-    marks: HashMap<(u32, u16), HistogramPair>,
+    /// Indexed by command id: (mark id, handles).
+    marks: Vec<Vec<(u16, HistogramPair)>>,
+    marks_count: usize,
     overflow_marks: Option<HistogramPair>,
     commands: Vec<Option<CommandState>>,
     folded_durations: Option<FoldCounter>,
@@ -105,9 +141,11 @@ impl Pump {
             consumers: Vec::new(),
             recorder,
             otel,
-            series: HashMap::new(),
+            series: Vec::new(),
+            series_count: 0,
             overflow_series: None,
-            marks: HashMap::new(),
+            marks: Vec::new(),
+            marks_count: 0,
             overflow_marks: None,
             commands: Vec::new(),
             folded_durations: None,
@@ -121,11 +159,17 @@ impl Pump {
         self.consumers.extend(cx.buffers.take_new());
         let mut consumers = std::mem::take(&mut self.consumers);
         for consumer in &mut consumers {
-            let available = consumer.slots();
-            if let Ok(chunk) = consumer.read_chunk(available) {
+            // In slices, so a producer waiting on a full ring gets room early.
+            let mut available = consumer.slots();
+            while available > 0 {
+                let take = available.min(DRAIN_SLICE);
+                let Ok(chunk) = consumer.read_chunk(take) else {
+                    break;
+                };
                 for record in chunk {
                     self.apply(cx, record);
                 }
+                available -= take;
             }
         }
         // A ring whose thread has exited and that is now empty is done with.
@@ -192,30 +236,41 @@ impl Pump {
     }
 
     fn series(&mut self, cx: &Context<'_>, entry: u32, error: Option<u16>) -> &Series {
-        let key = (entry, error);
-        let fold = entry == OVERFLOW_ENTRY
-            || (!self.series.contains_key(&key) && self.series.len() >= cx.config.max_series);
-        if fold {
+        let index = entry as usize;
+        let known = self
+            .series
+            .get(index)
+            .is_some_and(|s| s.get(error).is_some());
+        if !known && (entry == OVERFLOW_ENTRY || self.series_count >= cx.config.max_series) {
             self.folded(names::OTEL_DURATION, names::PROM_DURATION)
                 .add(1);
             let (otel, prom) = overflow_attributes();
-            return self.overflow_series.get_or_insert_with(|| {
-                make_series(&self.recorder, self.otel.as_ref(), cx, otel, prom)
-            });
+            let (recorder, instruments) = (&self.recorder, self.otel.as_ref());
+            return self
+                .overflow_series
+                .get_or_insert_with(|| make_series(recorder, instruments, cx, otel, prom));
         }
-        if !self.series.contains_key(&key) {
+        if self.series.len() <= index {
+            self.series.resize_with(index + 1, EntrySeries::default);
+        }
+        let (recorder, instruments, count) =
+            (&self.recorder, self.otel.as_ref(), &mut self.series_count);
+        self.series[index].get_or_insert_with(error, || {
+            *count += 1;
             let (otel, prom) = series_attributes(cx, entry, error);
-            let series = make_series(&self.recorder, self.otel.as_ref(), cx, otel, prom);
-            self.series.insert(key, series);
-        }
-        &self.series[&key]
+            make_series(recorder, instruments, cx, otel, prom)
+        })
     }
 
     fn mark(&mut self, cx: &Context<'_>, command: u32, mark: u16) -> &HistogramPair {
-        let key = (command, mark);
-        let fold = command == OVERFLOW_COMMAND
-            || (!self.marks.contains_key(&key) && self.marks.len() >= cx.config.max_series);
-        if fold {
+        let index = command as usize;
+        let position = self
+            .marks
+            .get(index)
+            .and_then(|marks| marks.iter().position(|(m, _)| *m == mark));
+        if position.is_none()
+            && (command == OVERFLOW_COMMAND || self.marks_count >= cx.config.max_series)
+        {
             self.folded(names::OTEL_MARK, names::PROM_MARK).add(1);
             let (otel, prom) = overflow_attributes();
             let (recorder, instruments) = (&self.recorder, self.otel.as_ref());
@@ -224,24 +279,32 @@ impl Pump {
                 otel: instruments.map(|i| i.mark.bind(&otel)),
             });
         }
-        if !self.marks.contains_key(&key) {
-            let command_name = cx.registry.command(command).name.to_string();
-            let mark_name = cx.registry.marks.get(mark).to_owned();
-            let otel = [
-                KeyValue::new(names::ATTR_COMMAND, command_name.clone()),
-                KeyValue::new(names::ATTR_MARK, mark_name.clone()),
-            ];
-            let prom = vec![
-                Label::new(names::ATTR_COMMAND, command_name),
-                Label::new(names::ATTR_MARK, mark_name),
-            ];
-            let pair = HistogramPair {
-                metrics: self.recorder.histogram(names::PROM_MARK, prom),
-                otel: self.otel.as_ref().map(|i| i.mark.bind(&otel)),
-            };
-            self.marks.insert(key, pair);
+        if self.marks.len() <= index {
+            self.marks.resize_with(index + 1, Vec::new);
         }
-        &self.marks[&key]
+        let position = match position {
+            Some(position) => position,
+            None => {
+                let command_name = cx.registry.command(command).name.to_string();
+                let mark_name = cx.registry.marks.get(mark).to_owned();
+                let otel = [
+                    KeyValue::new(names::ATTR_COMMAND, command_name.clone()),
+                    KeyValue::new(names::ATTR_MARK, mark_name.clone()),
+                ];
+                let prom = vec![
+                    Label::new(names::ATTR_COMMAND, command_name),
+                    Label::new(names::ATTR_MARK, mark_name),
+                ];
+                let pair = HistogramPair {
+                    metrics: self.recorder.histogram(names::PROM_MARK, prom),
+                    otel: self.otel.as_ref().map(|i| i.mark.bind(&otel)),
+                };
+                self.marks_count += 1;
+                self.marks[index].push((mark, pair));
+                self.marks[index].len() - 1
+            }
+        };
+        &self.marks[index][position].1
     }
 
     fn folded(&mut self, otel_metric: &'static str, prom_metric: &'static str) -> &FoldCounter {
