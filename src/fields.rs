@@ -123,6 +123,7 @@ pub(crate) struct Collected {
 }
 
 impl Collected {
+    #[inline(always)]
     pub(crate) fn new() -> Self {
         Self {
             command: None,

@@ -306,17 +306,16 @@ impl SpanMetricsLayer {
     }
 }
 
-/// Collects the fields of interest. A macro rather than a function returning `Collected`, so the
-/// (1 KiB, stack-only) struct is built in place instead of copied out.
+/// Binds `$name` to the fields of interest of `$source`. A macro rather than a function
+/// returning `Collected`, so the (1 KiB, stack-only) struct is built in place, not copied out.
 macro_rules! collect {
-    ($roles:expr, $source:expr) => {{
-        let mut collected = Collected::new();
+    ($name:ident, $roles:expr, $source:expr) => {
+        let mut $name = Collected::new();
         $source.record(&mut Collector {
             roles: $roles,
-            out: &mut collected,
+            out: &mut $name,
         });
-        collected
-    }};
+    };
 }
 
 impl<S> Layer<S> for SpanMetricsLayer
@@ -335,7 +334,7 @@ where
             return;
         };
         let start = self.shared.clock.raw();
-        let collected = collect!(&site.roles, attrs);
+        collect!(collected, &site.roles, attrs);
         let entry = self.resolve(site, &collected, None);
         let command = self.shared.registry.entry(entry).command;
         let mut state = SpanState {
@@ -364,7 +363,7 @@ where
         let Some(site) = self.span_site(span.metadata()) else {
             return;
         };
-        let collected = collect!(&site.roles, values);
+        collect!(collected, &site.roles, values);
         let mut extensions = span.extensions_mut();
         let Some(state) = extensions.get_mut::<SpanState>() else {
             return;
@@ -443,7 +442,7 @@ where
         let Some(scope) = ctx.event_scope(event) else {
             return;
         };
-        let collected = collect!(&site.roles, event);
+        collect!(collected, &site.roles, event);
         let now = self.shared.clock.raw();
         let registry = &self.shared.registry;
         // The nearest enclosing command span is the one the event belongs to.
