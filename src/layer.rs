@@ -293,6 +293,35 @@ impl SpanMetricsLayer {
         registry.resolve(site, command, &labels[..count])
     }
 
+    /// Busy-time bookkeeping on enter and exit: `update` gets the command span's state and the
+    /// time. Other spans cost one callsite look-up and no lock.
+    fn update_timing<S>(
+        &self,
+        id: &Id,
+        ctx: &Context<'_, S>,
+        update: impl FnOnce(&mut SpanState, u64),
+    ) where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        if !self.shared.config.busy_time {
+            return;
+        }
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        if !matches!(
+            self.shared.callsites.get(span.metadata()),
+            Some(Callsite::Span(_))
+        ) {
+            return;
+        }
+        let now = self.shared.clock.raw();
+        let mut extensions = span.extensions_mut();
+        if let Some(state) = extensions.get_mut::<SpanState>() {
+            update(state, now);
+        }
+    }
+
     fn apply_outcome(&self, state: &mut SpanState, collected: &Collected) {
         match collected.outcome {
             Some(OutcomeField::Error) => state.failed = true,
@@ -384,50 +413,23 @@ where
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        if !self.shared.config.busy_time {
-            return;
-        }
-        let Some(span) = ctx.span(id) else {
-            return;
-        };
-        if !matches!(
-            self.shared.callsites.get(span.metadata()),
-            Some(Callsite::Span(_))
-        ) {
-            return;
-        }
-        let now = self.shared.clock.raw();
-        let mut extensions = span.extensions_mut();
-        if let Some(state) = extensions.get_mut::<SpanState>() {
+        self.update_timing(id, &ctx, |state, now| {
             if state.depth == 0 {
                 state.entered_at = now;
             }
             state.depth = state.depth.saturating_add(1);
-        }
+        });
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        if !self.shared.config.busy_time {
-            return;
-        }
-        let Some(span) = ctx.span(id) else {
-            return;
-        };
-        if !matches!(
-            self.shared.callsites.get(span.metadata()),
-            Some(Callsite::Span(_))
-        ) {
-            return;
-        }
-        let now = self.shared.clock.raw();
-        let mut extensions = span.extensions_mut();
-        if let Some(state) = extensions.get_mut::<SpanState>() {
+        let clock = self.shared.clock;
+        self.update_timing(id, &ctx, |state, now| {
             state.depth = state.depth.saturating_sub(1);
             if state.depth == 0 {
-                let busy = self.shared.clock.delta_as_nanos(state.entered_at, now);
+                let busy = clock.delta_as_nanos(state.entered_at, now);
                 state.busy_ns = state.busy_ns.saturating_add(busy);
             }
-        }
+        });
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
