@@ -86,9 +86,11 @@
 //!
 //! The caller's thread does only this: one lookup in a lock-free callsite table, one clock read
 //! (a TSC read where available) at creation, enter, exit and close, one small struct in the
-//! span's extensions (the registry boxes it: the one allocation per command span), and on
-//! close one write into a ring owned by that thread. No lock is shared with other threads, no
-//! attribute set is hashed, no sink is called. A background thread per layer drains the rings
+//! span's extensions (the registry boxes it: the one allocation per command span), and one
+//! write into a ring owned by that thread at creation (for the in-flight count) and at close.
+//! No lock is shared with other threads, no attribute set is hashed, no sink is called. (With
+//! labels, or a `command` value that changes from span to span of one callsite, resolving the
+//! series may take a shared read lock, as does naming the error type of a failure or a mark.) A background thread per layer drains the rings
 //! every 200 ms ([`Builder::with_flush_interval`]), and whenever a ring is a quarter full, and
 //! records into the sinks through handles resolved once per series. An OpenTelemetry collection
 //! and [`SpanMetricsHandle::flush`] drain first, so exports are never stale. If a thread
