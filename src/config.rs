@@ -107,6 +107,7 @@ pub(crate) struct Config {
     pub(crate) meter: MeterSink,
     pub(crate) flush_interval: Duration,
     pub(crate) buffer_capacity: usize,
+    pub(crate) overload_wait: Duration,
     pub(crate) buckets: Vec<f64>,
 }
 
@@ -128,6 +129,7 @@ impl Default for Config {
             meter: MeterSink::Global,
             flush_interval: Duration::from_millis(200),
             buffer_capacity: 4096,
+            overload_wait: Duration::from_millis(2),
             buckets: crate::names::DEFAULT_BUCKETS.to_vec(),
         }
     }
@@ -308,11 +310,22 @@ impl Builder {
     }
 
     /// Measurements each recording thread can buffer before the background thread forwards
-    /// them (default 4096, 32 bytes each). When a buffer is full, records are dropped and
-    /// counted in `spanmetrics.dropped`.
+    /// them (default 4096, 32 bytes each). When a buffer is full, the recording thread forwards
+    /// it itself (see [`Builder::with_overload_wait`]).
     pub fn with_buffer_capacity(mut self, capacity: usize) -> Result<Self, BuildError> {
         check_range("buffer_capacity", capacity as u128, 64, 1 << 24)?;
         self.config.buffer_capacity = capacity;
+        Ok(self)
+    }
+
+    /// How long a recording thread whose buffer is full may wait for another thread that is
+    /// already forwarding to free space (default 2 ms). A thread that finds nobody forwarding
+    /// forwards its buffer itself; only past this wait is a record dropped and counted in
+    /// `spanmetrics.dropped`. Zero: never wait, drop instead. This only happens when the
+    /// background thread is starved of CPU.
+    pub fn with_overload_wait(mut self, wait: Duration) -> Result<Self, BuildError> {
+        check_range("overload_wait (ms)", wait.as_millis(), 0, 1_000)?;
+        self.config.overload_wait = wait;
         Ok(self)
     }
 

@@ -22,9 +22,6 @@ use crate::fields::{Collected, Collector, OutcomeField, MAX_LABELS};
 use crate::names;
 use crate::registry::Registry;
 
-/// How long a thread whose ring is full waits for another thread's forwarding to free space.
-const FULL_RING_PATIENCE_NS: u64 = 2_000_000;
-
 /// Where the error type of a failed span came from; a higher source is not overwritten by a
 /// lower one.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -124,14 +121,14 @@ impl Shared {
 
     /// This thread's ring is full: the background thread is starved of CPU. Rather than lose
     /// the record, this thread forwards the buffered records itself, or, if another thread is
-    /// at it, gives it a moment (at most [`FULL_RING_PATIENCE_NS`]) to free space: overload
+    /// at it, gives it a moment (the configured overload wait) to free space: overload
     /// slows the threads that cause it instead of losing data. The sinks' own logs cannot feed
     /// back into the layer: inside a subscriber callback, tracing-core routes nested events to
-    /// no subscriber. Past the patience, the record is dropped and counted.
+    /// no subscriber. Past the wait, the record is dropped and counted.
     #[cold]
     #[inline(never)]
     fn record_when_full(&self, record: Record) {
-        let deadline = self.clock.raw();
+        let started = self.clock.raw();
         loop {
             let pump = match self.pump.try_lock() {
                 Ok(pump) => Some(pump),
@@ -145,8 +142,8 @@ impl Shared {
                 Ok(()) => return,
                 Err(PushError::Unavailable) => break,
                 Err(PushError::Full) => {
-                    if self.clock.delta_as_nanos(deadline, self.clock.raw()) > FULL_RING_PATIENCE_NS
-                    {
+                    let waited = self.clock.delta_as_nanos(started, self.clock.raw());
+                    if u128::from(waited) >= self.config.overload_wait.as_nanos() {
                         break;
                     }
                     std::thread::yield_now();

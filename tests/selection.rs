@@ -224,6 +224,11 @@ fn the_builder_rejects_bad_settings_when_they_are_made() {
         b().with_buffer_capacity(1),
         Err(BuildError::OutOfRange { .. })
     ));
+    assert!(matches!(
+        b().with_overload_wait(std::time::Duration::from_secs(5)),
+        Err(BuildError::OutOfRange { .. })
+    ));
+    assert!(b().with_overload_wait(std::time::Duration::ZERO).is_ok());
     assert!(b().with_buckets(&[]).is_err());
     assert!(b().with_buckets(&[1.0, 0.5]).is_err());
     assert!(b().with_buckets(&[0.1, f64::NAN]).is_err());
