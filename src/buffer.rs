@@ -73,6 +73,11 @@ impl Buffers {
         }
     }
 
+    /// This layer's unique id.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The background thread, woken as rings fill.
     pub(crate) fn waker(&self) -> Option<&Thread> {
         self.waker.get()

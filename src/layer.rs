@@ -14,6 +14,7 @@ use tracing_subscriber::Layer;
 use crate::buffer::{Buffers, PushError, Record};
 use crate::callsite::{Callsite, CallsiteTable, SpanSite};
 use crate::config::{Config, MeterSink};
+use crate::entered;
 use crate::error_type::leading_identifier;
 use crate::export::otel::{Callbacks, Instruments};
 use crate::export::recorder::RecorderHandles;
@@ -36,9 +37,7 @@ struct SpanState {
     entry: u32,
     command: u32,
     start: u64,
-    entered_at: u64,
     busy_ns: u64,
-    depth: u32,
     failed: bool,
     error_type: Option<u16>,
     error_source: ErrorSource,
@@ -290,35 +289,6 @@ impl SpanMetricsLayer {
         registry.resolve(site, command, &labels[..count])
     }
 
-    /// Busy-time bookkeeping on enter and exit: `update` gets the command span's state and the
-    /// time. Other spans cost one callsite look-up and no lock.
-    fn update_timing<S>(
-        &self,
-        id: &Id,
-        ctx: &Context<'_, S>,
-        update: impl FnOnce(&mut SpanState, u64),
-    ) where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-    {
-        if !self.shared.config.busy_time {
-            return;
-        }
-        let Some(span) = ctx.span(id) else {
-            return;
-        };
-        if !matches!(
-            self.shared.callsites.get(span.metadata()),
-            Some(Callsite::Span(_))
-        ) {
-            return;
-        }
-        let now = self.shared.clock.raw();
-        let mut extensions = span.extensions_mut();
-        if let Some(state) = extensions.get_mut::<SpanState>() {
-            update(state, now);
-        }
-    }
-
     fn apply_outcome(&self, state: &mut SpanState, collected: &Collected) {
         match collected.outcome {
             Some(OutcomeField::Error) => state.failed = true,
@@ -367,9 +337,7 @@ where
             entry,
             command,
             start,
-            entered_at: 0,
             busy_ns: 0,
-            depth: 0,
             failed: false,
             error_type: None,
             error_source: ErrorSource::None,
@@ -409,24 +377,42 @@ where
         self.apply_outcome(state, &collected);
     }
 
-    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        self.update_timing(id, &ctx, |state, now| {
-            if state.depth == 0 {
-                state.entered_at = now;
-            }
-            state.depth = state.depth.saturating_add(1);
-        });
+    fn on_enter(&self, id: &Id, _ctx: Context<'_, S>) {
+        // No look-up of the span: the time goes on this thread's stack, and the exit (on this
+        // same thread) decides whether it was a command span.
+        if self.shared.config.busy_time {
+            entered::enter(
+                self.shared.buffers.id(),
+                id.into_u64(),
+                self.shared.clock.raw(),
+            );
+        }
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        let clock = self.shared.clock;
-        self.update_timing(id, &ctx, |state, now| {
-            state.depth = state.depth.saturating_sub(1);
-            if state.depth == 0 {
-                let busy = clock.delta_as_nanos(state.entered_at, now);
-                state.busy_ns = state.busy_ns.saturating_add(busy);
-            }
-        });
+        if !self.shared.config.busy_time {
+            return;
+        }
+        let Some(entered_at) = entered::exit(self.shared.buffers.id(), id.into_u64()) else {
+            return;
+        };
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        if !matches!(
+            self.shared.callsites.get(span.metadata()),
+            Some(Callsite::Span(_))
+        ) {
+            return;
+        }
+        let busy = self
+            .shared
+            .clock
+            .delta_as_nanos(entered_at, self.shared.clock.raw());
+        let mut extensions = span.extensions_mut();
+        if let Some(state) = extensions.get_mut::<SpanState>() {
+            state.busy_ns = state.busy_ns.saturating_add(busy);
+        }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
@@ -483,9 +469,9 @@ where
             return;
         };
         let now = self.shared.clock.raw();
-        if state.depth > 0 {
-            // Closed while still entered (a guard leaked, or unwinding).
-            let busy = self.shared.clock.delta_as_nanos(state.entered_at, now);
+        if let Some(entered_at) = entered::close(self.shared.buffers.id(), id.into_u64()) {
+            // Closed while still entered here (a leaked guard, or unwinding).
+            let busy = self.shared.clock.delta_as_nanos(entered_at, now);
             state.busy_ns = state.busy_ns.saturating_add(busy);
         }
         let registry = &self.shared.registry;

@@ -106,6 +106,7 @@ mod buffer;
 mod callsite;
 mod clock;
 mod config;
+mod entered;
 mod error_type;
 mod export;
 mod fields;

@@ -1,0 +1,101 @@
+//! Busy time without touching the span on enter: each thread keeps a small stack of the spans it
+//! has entered, and when. Enter and exit of one span always happen on the same thread (tracing's
+//! guards are `!Send`, and an instrumented future enters and exits within one poll), so an exit
+//! finds its enter here, and only the exit has to reach the span's state.
+
+use std::cell::RefCell;
+
+/// Deeper nesting than this is not timed (its busy time is lost, nothing else).
+const MAX_DEPTH: usize = 256;
+
+struct Entered {
+    layer: u64,
+    span: u64,
+    at: u64,
+    /// The span was already entered on this thread: the outer entry times it.
+    nested: bool,
+}
+
+thread_local! {
+    static STACK: RefCell<Vec<Entered>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Notes that `span` was entered at `now` (a raw clock reading).
+pub(crate) fn enter(layer: u64, span: u64, now: u64) {
+    let _ = STACK.try_with(|stack| {
+        let Ok(mut stack) = stack.try_borrow_mut() else {
+            return;
+        };
+        if stack.len() >= MAX_DEPTH {
+            return;
+        }
+        let nested = stack.iter().any(|e| e.layer == layer && e.span == span);
+        stack.push(Entered {
+            layer,
+            span,
+            at: now,
+            nested,
+        });
+    });
+}
+
+/// Forgets the latest entry of `span` and returns when it was entered, unless it was nested
+/// in another entry of the same span (or not noted at all).
+pub(crate) fn exit(layer: u64, span: u64) -> Option<u64> {
+    STACK
+        .try_with(|stack| {
+            let mut stack = stack.try_borrow_mut().ok()?;
+            let i = stack
+                .iter()
+                .rposition(|e| e.layer == layer && e.span == span)?;
+            let entry = stack.remove(i);
+            (!entry.nested).then_some(entry.at)
+        })
+        .ok()
+        .flatten()
+}
+
+/// Forgets every entry of a span that is closing while still entered on this thread (a leaked
+/// guard, or unwinding) and returns when its outermost entry began.
+pub(crate) fn close(layer: u64, span: u64) -> Option<u64> {
+    STACK
+        .try_with(|stack| {
+            let mut stack = stack.try_borrow_mut().ok()?;
+            let mut outermost = None;
+            stack.retain(|e| {
+                let mine = e.layer == layer && e.span == span;
+                if mine && !e.nested {
+                    outermost = Some(e.at);
+                }
+                !mine
+            });
+            outermost
+        })
+        .ok()
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{close, enter, exit};
+
+    #[test]
+    fn nested_entries_of_one_span_are_timed_once() {
+        enter(1, 7, 100);
+        enter(1, 7, 150);
+        assert_eq!(exit(1, 7), None, "the inner entry is nested");
+        assert_eq!(exit(1, 7), Some(100));
+        assert_eq!(exit(1, 7), None, "nothing left");
+    }
+
+    #[test]
+    fn spans_and_layers_are_kept_apart() {
+        enter(1, 7, 100);
+        enter(2, 7, 110);
+        enter(1, 8, 120);
+        assert_eq!(exit(1, 7), Some(100), "out of order exit");
+        assert_eq!(exit(1, 8), Some(120));
+        assert_eq!(close(2, 7), Some(110));
+        assert_eq!(close(2, 7), None);
+    }
+}
