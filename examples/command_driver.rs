@@ -6,6 +6,8 @@
 //! - `run roll:ok:7,roll:Timeout:3,fetch:NotFound:2` runs those commands (command, outcome or
 //!   error type, count) and prints `done`;
 //! - `flush` forwards buffered measurements and prints `flushed`;
+//! - `global-recorder` prints `global recorder taken` when a global `metrics` recorder is
+//!   installed, else `global recorder free` (it installs a no-op one to find out);
 //! - `exit` (or end of input) drops the telemetry guard and exits.
 //!
 //! At start it prints `prometheus <addr>` (or `prometheus off`).
@@ -85,6 +87,12 @@ fn drive(telemetry: spanmetrics::TelemetryGuard) {
         } else if line == "flush" {
             telemetry.spanmetrics().flush();
             say("flushed");
+        } else if line == "global-recorder" {
+            // Setting one fails exactly when one is already installed.
+            match metrics::set_global_recorder(metrics::NoopRecorder) {
+                Ok(()) => say("global recorder free"),
+                Err(_) => say("global recorder taken"),
+            }
         } else if line == "exit" {
             break;
         }

@@ -213,10 +213,14 @@ impl CallsiteTable {
         if let Some(found) = self.get(meta) {
             return found;
         }
+        // Classify before taking the lock: a user predicate that logs re-enters
+        // `register_callsite`, which must not find the lock held by its own thread.
+        let classified = Box::new(Callsite::classify(meta, selection));
         let key = key_of(meta);
         let mut owned = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut slots = unsafe { &*self.current.load(Ordering::Acquire) };
         if let Some(found) = slots.find(key) {
+            // Another thread (or a re-entrant call) got there first; the same decision.
             return unsafe { &*found };
         }
         if (owned.len + 1) * 2 > slots.mask + 1 {
@@ -232,7 +236,7 @@ impl CallsiteTable {
             self.current.store(bigger, Ordering::Release);
             slots = bigger_ref;
         }
-        let value = Box::into_raw(Box::new(Callsite::classify(meta, selection)));
+        let value = Box::into_raw(classified);
         owned.values.push(value);
         owned.len += 1;
         slots.put(key, value);

@@ -7,8 +7,10 @@ use std::time::Duration;
 use tracing_core::Metadata;
 
 use crate::callsite::{ERROR_TYPE_FIELD, OUTCOME_FIELD, STATUS_CODE_FIELD};
+use crate::export::prometheus_label;
 use crate::fields::MAX_LABELS;
 use crate::layer::SpanMetricsLayer;
+use crate::names;
 
 type Predicate = Arc<dyn Fn(&Metadata<'_>) -> bool + Send + Sync>;
 
@@ -21,8 +23,9 @@ pub enum BuildError {
         "`{0}` cannot be a label: spanmetrics reads that field itself; pick another field name"
     )]
     ReservedLabel(String),
-    /// The same label was allow-listed twice.
-    #[error("label `{0}` is already allow-listed")]
+    /// The same label was allow-listed twice (compared as Prometheus spells names: `a.b` and
+    /// `a_b` are the same label there).
+    #[error("label `{0}` is already allow-listed (Prometheus spells `.` and `_` alike)")]
     DuplicateLabel(String),
     /// More labels than a layer supports.
     #[error("at most {MAX_LABELS} labels can be allow-listed; each label multiplies the number of series")]
@@ -200,7 +203,9 @@ impl Builder {
     }
 
     /// Also treat spans for which `predicate` returns `true` as commands. It is called once per
-    /// callsite, not per span.
+    /// callsite, not per span, while tracing registers the callsite: it must not emit tracing
+    /// events itself (tracing-core can deadlock when a callsite registers another from inside
+    /// registration while a dispatcher is being created on another thread).
     pub fn with_filter<F>(mut self, predicate: F) -> Self
     where
         F: Fn(&Metadata<'_>) -> bool + Send + Sync + 'static,
@@ -214,12 +219,33 @@ impl Builder {
     pub fn with_label(mut self, field: impl Into<String>) -> Result<Self, BuildError> {
         let field = non_empty("a label", field)?;
         let selection = &self.config.selection;
+        // Compared as Prometheus spells them, so that no two labels of a series collide there
+        // (`a.b` and `a_b`, or a label named `le` on a histogram).
+        let spelled = prometheus_label(&field);
+        let reserved = [
+            names::ATTR_COMMAND,
+            names::ATTR_OUTCOME,
+            names::PROM_ERROR_TYPE,
+            names::ATTR_MARK,
+            names::ATTR_METRIC,
+            names::PROM_OVERFLOW_LABEL,
+            "le",
+            "quantile",
+            "job",
+            "instance",
+        ];
         if field == selection.command_field
             || [OUTCOME_FIELD, STATUS_CODE_FIELD, ERROR_TYPE_FIELD].contains(&field.as_str())
+            || reserved.contains(&spelled.as_str())
+            || spelled == prometheus_label(&selection.command_field)
         {
             return Err(BuildError::ReservedLabel(field));
         }
-        if selection.labels.contains(&field) {
+        if selection
+            .labels
+            .iter()
+            .any(|l| prometheus_label(l) == spelled)
+        {
             return Err(BuildError::DuplicateLabel(field));
         }
         if selection.labels.len() == MAX_LABELS {

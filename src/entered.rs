@@ -5,7 +5,8 @@
 
 use std::cell::RefCell;
 
-/// Deeper nesting than this is not timed (its busy time is lost, nothing else).
+/// Entries kept per thread. Past it the oldest goes: it can only be a leaked guard's (a span
+/// entered here whose exit never comes), or nesting deeper than anything real.
 const MAX_DEPTH: usize = 256;
 
 struct Entered {
@@ -27,7 +28,7 @@ pub(crate) fn enter(layer: u64, span: u64, now: u64) {
             return;
         };
         if stack.len() >= MAX_DEPTH {
-            return;
+            stack.remove(0);
         }
         let nested = stack.iter().any(|e| e.layer == layer && e.span == span);
         stack.push(Entered {
@@ -77,7 +78,21 @@ pub(crate) fn close(layer: u64, span: u64) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{close, enter, exit};
+    use super::{close, enter, exit, MAX_DEPTH};
+
+    #[test]
+    fn leaked_entries_never_stop_timing() {
+        for span in 0..(MAX_DEPTH as u64 + 10) {
+            enter(3, 1000 + span, span);
+        }
+        enter(3, 1, 5000);
+        assert_eq!(
+            exit(3, 1),
+            Some(5000),
+            "a new entry is timed on a full stack"
+        );
+        assert_eq!(close(3, 1000), None, "the oldest leaked entry was evicted");
+    }
 
     #[test]
     fn nested_entries_of_one_span_are_timed_once() {

@@ -3,7 +3,7 @@
 //! extensions; per record it does one uncontended ring write.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError, Weak};
 
 use tracing_core::span::{Attributes, Id, Record as SpanRecord};
 use tracing_core::{Event, Interest, Metadata, Subscriber};
@@ -75,11 +75,7 @@ impl Shared {
                             pump.observe_active(observe);
                         }
                     }),
-                    dropped: Box::new(move || {
-                        dropped
-                            .upgrade()
-                            .map_or(0, |shared| shared.buffers.dropped())
-                    }),
+                    dropped: Box::new(move || dropped.upgrade().map(|s| s.buffers.dropped())),
                 },
             )
         });
@@ -111,42 +107,47 @@ impl Shared {
 
     /// Hands a record to the background side.
     fn record(&self, record: Record) {
-        if let Err(PushError::Full) = self.buffers.try_push(record) {
-            self.record_when_full(record);
-        } else {
-            // Pushed, or the thread is exiting (nothing can be done for it then).
+        match self.buffers.try_push(record) {
+            Ok(()) => {}
+            Err(PushError::Full) => self.record_when_full(record),
+            // The thread is exiting and its ring is gone.
+            Err(PushError::Unavailable) => self.buffers.count_dropped(),
         }
     }
 
     /// This thread's ring is full: the background thread is starved of CPU. Rather than lose
-    /// the record, this thread forwards the buffered records itself, or, if another thread is
-    /// at it, gives it a moment (the configured overload wait) to free space: overload
-    /// slows the threads that cause it instead of losing data. The sinks' own logs cannot feed
-    /// back into the layer: inside a subscriber callback, tracing-core routes nested events to
-    /// no subscriber. Past the wait, the record is dropped and counted.
+    /// the record, this thread forwards what is buffered itself when nobody else is at it, and
+    /// otherwise wakes the background thread and yields to it until the ring has room, for at
+    /// most the configured overload wait: overload slows the threads that cause it instead of
+    /// losing data. Past the wait, the record is dropped and counted.
     #[cold]
     #[inline(never)]
     fn record_when_full(&self, record: Record) {
         let started = self.clock.raw();
+        let wait = self.config.overload_wait.as_nanos();
         loop {
             let pump = match self.pump.try_lock() {
                 Ok(pump) => Some(pump),
-                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-                Err(std::sync::TryLockError::WouldBlock) => None,
+                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
             };
-            if let Some(mut pump) = pump {
-                pump.drain(&self.context());
-            }
-            match self.buffers.try_push(record) {
-                Ok(()) => return,
-                Err(PushError::Unavailable) => break,
-                Err(PushError::Full) => {
-                    let waited = self.clock.delta_as_nanos(started, self.clock.raw());
-                    if u128::from(waited) >= self.config.overload_wait.as_nanos() {
-                        break;
+            match pump {
+                Some(mut pump) => pump.drain(&self.context()),
+                None => {
+                    if let Some(waker) = self.buffers.waker() {
+                        waker.unpark();
                     }
                     std::thread::yield_now();
                 }
+            }
+            match self.buffers.try_push(record) {
+                Ok(()) => return,
+                Err(PushError::Full) => {}
+                Err(PushError::Unavailable) => break,
+            }
+            let waited = self.clock.delta_as_nanos(started, self.clock.raw());
+            if u128::from(waited) >= wait {
+                break;
             }
         }
         self.buffers.count_dropped();
@@ -358,23 +359,31 @@ where
             return;
         };
         collect!(collected, &site.roles, values);
-        let mut extensions = span.extensions_mut();
-        let Some(state) = extensions.get_mut::<SpanState>() else {
-            return;
-        };
-        if collected.command.is_some() || collected.any_label() {
-            let entry = self.resolve(site, &collected, Some(state.entry));
-            let command = self.shared.registry.entry(entry).command;
-            if command != state.command {
-                self.shared.record(Record::Moved {
-                    from: state.command,
-                    to: command,
-                });
-                state.command = command;
+        let moved = {
+            let mut extensions = span.extensions_mut();
+            let Some(state) = extensions.get_mut::<SpanState>() else {
+                return;
+            };
+            let mut moved = None;
+            if collected.command.is_some() || collected.any_label() {
+                let entry = self.resolve(site, &collected, Some(state.entry));
+                let command = self.shared.registry.entry(entry).command;
+                if command != state.command {
+                    moved = Some(Record::Moved {
+                        from: state.command,
+                        to: command,
+                    });
+                    state.command = command;
+                }
+                state.entry = entry;
             }
-            state.entry = entry;
+            self.apply_outcome(state, &collected);
+            moved
+        };
+        // Not while holding the span's extensions: handing over may wait when overloaded.
+        if let Some(moved) = moved {
+            self.shared.record(moved);
         }
-        self.apply_outcome(state, &collected);
     }
 
     fn on_enter(&self, id: &Id, _ctx: Context<'_, S>) {
@@ -424,6 +433,11 @@ where
         else {
             return;
         };
+        // An event a sink emits while records are forwarded on this thread is not the
+        // application's: it must not fail the command the thread happens to be in.
+        if export::is_forwarding() {
+            return;
+        }
         let Some(scope) = ctx.event_scope(event) else {
             return;
         };
@@ -432,6 +446,10 @@ where
         let registry = &self.shared.registry;
         // The nearest enclosing command span is the one the event belongs to.
         for span in scope {
+            // A shared lock to look, the exclusive one only on the command span itself.
+            if span.extensions().get::<SpanState>().is_none() {
+                continue;
+            }
             let mut extensions = span.extensions_mut();
             let Some(state) = extensions.get_mut::<SpanState>() else {
                 continue;

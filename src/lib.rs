@@ -3,7 +3,10 @@
 //! spanmetrics is a [`tracing_subscriber::Layer`] that turns the spans of your command handlers
 //! (chat-bot commands, RPC calls, jobs, requests) into the numbers operators watch: per-command
 //! call counts, latency histograms, success and error rates by error type, commands in flight,
-//! busy versus idle time. It measures 100% of spans, in process, before any trace sampler.
+//! busy versus idle time. It measures 100% of spans, in process, before any trace sampler:
+//! every span the subscriber enables. A global filter (an `EnvFilter` added as a layer, or a
+//! level filter) disables spans for every layer, this one included; filter the log output per
+//! layer instead, as [`init`] does.
 //!
 //! # Quick start
 //!
@@ -90,17 +93,20 @@
 //! (a TSC read where available) at creation, enter, exit and close, one small struct in the
 //! span's extensions (the registry boxes it: the one allocation per command span), and one
 //! write into a ring owned by that thread at creation (for the in-flight count) and at close.
-//! No lock is shared with other threads, no attribute set is hashed, no sink is called. (With
-//! labels, or a `command` value that changes from span to span of one callsite, resolving the
-//! series may take a shared read lock, as does naming the error type of a failure or a mark.) A background thread per layer drains the rings
-//! every 200 ms ([`Builder::with_flush_interval`]), and whenever a ring is a quarter full, and
-//! records into the sinks through handles resolved once per series. An OpenTelemetry collection
-//! and [`SpanMetricsHandle::flush`] drain first, so exports are never stale. If a thread
-//! outruns the background thread and its ring (4096 records) fills, that thread forwards the
-//! buffered records itself, or waits up to 2 ms for the thread already doing so: overload slows
-//! the threads that cause it rather than losing data. Only past that is a record dropped, and
-//! counted in `spanmetrics.dropped`. Span fields that are
-//! neither the command, a label nor an outcome field are never formatted.
+//! No lock is shared with other threads and no sink is called. The series is found through a
+//! small per-callsite cache of the last four it resolved to; with labels, or a `command` value
+//! that changes among more than four values at one callsite, a miss hashes the values and
+//! takes a shared read lock, as does naming the error type of a failure or a mark.
+//!
+//! A background thread per layer drains the rings every 200 ms
+//! ([`Builder::with_flush_interval`]) and whenever a ring is a quarter full, and records into
+//! the sinks through handles resolved once per series. An OpenTelemetry collection and
+//! [`SpanMetricsHandle::flush`] drain first, so exports are never stale. If a thread outruns
+//! the background thread and its ring (4096 records) fills, that thread forwards the buffered
+//! records itself, or waits up to 2 ms ([`Builder::with_overload_wait`]) for the thread already
+//! doing so: overload slows the threads that cause it rather than losing data. Only past that
+//! is a record dropped, and counted in `spanmetrics.dropped`. Span fields that are neither the
+//! command, a label nor an outcome field are never formatted.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 

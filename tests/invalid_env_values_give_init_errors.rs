@@ -12,6 +12,36 @@ const CASES: &[(&str, &str, &str)] = &[
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://host:port", "http://"),
     ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://h:1", "http://"),
     ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "h:4317", "http://"),
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "http://h:4317/a b",
+        "http://",
+    ),
+    // TLS is not built in: https would fail at every export, so it is refused up front.
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "https://collector:4317",
+        "TLS",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "https://c:4318/v1/traces",
+        "TLS",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        "HTTPS://c:4317",
+        "TLS",
+    ),
+    ("OTEL_TRACES_EXPORTER", "jaeger", "otlp"),
+    ("OTEL_METRICS_EXPORTER", "prometheus", "none"),
+    ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip", "none"),
+    ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd", "none"),
+    (
+        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+        "gzip",
+        "not built in",
+    ),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "http/protobuf"),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "udp", "grpc"),
     ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "GRPC", "grpc"),
@@ -23,6 +53,19 @@ const CASES: &[(&str, &str, &str)] = &[
     ("OTEL_EXPORTER_OTLP_HEADERS", "authorization", "key=value"),
     ("OTEL_EXPORTER_OTLP_HEADERS", "=x", "key=value"),
     ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "a=%zz", "key=value"),
+    // Header names and values the exporters cannot send.
+    ("OTEL_EXPORTER_OTLP_HEADERS", "bad key=1", "header name"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "x-é=1", "header name"),
+    (
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+        "x-note=line%0Abreak",
+        "header value",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        "x-ok=1,x-bell=%07",
+        "header value",
+    ),
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s", "milliseconds"),
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "0", "milliseconds"),
     ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "-5", "milliseconds"),
@@ -123,4 +166,49 @@ fn signal_specific_variables_are_checked_even_when_the_generic_one_is_valid() {
         "thrift",
         "grpc",
     );
+}
+
+#[test]
+fn a_malformed_generic_variable_is_rejected_even_when_both_signal_specific_ones_are_set() {
+    for (suffix, good, bad, accepted) in [
+        ("PROTOCOL", "grpc", "thrift", "grpc"),
+        ("HEADERS", "a=1", "bad key=1", "header name"),
+        ("TIMEOUT", "1000", "10s", "milliseconds"),
+        ("COMPRESSION", "none", "gzip", "none"),
+        ("ENDPOINT", "http://127.0.0.1:4317", "https://c:4317", "TLS"),
+    ] {
+        let generic = format!("OTEL_EXPORTER_OTLP_{suffix}");
+        check(
+            vec![
+                (format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}"), good.into()),
+                (format!("OTEL_EXPORTER_OTLP_METRICS_{suffix}"), good.into()),
+                (generic.clone(), bad.into()),
+            ],
+            &generic,
+            bad,
+            accepted,
+        );
+    }
+}
+
+#[test]
+fn an_invalid_default_log_filter_is_an_init_error_even_when_rust_log_is_set() {
+    for env in [vec![], vec![("RUST_LOG".to_owned(), "info".to_owned())]] {
+        let result = Telemetry::builder()
+            .with_prometheus_listen(None)
+            .with_default_log_filter("my_app=loud")
+            .with_env(env)
+            .install();
+        match result {
+            Err(error @ InitError::InvalidDefaultLogFilter { .. }) => {
+                let message = error.to_string();
+                assert!(
+                    message.contains("my_app=loud") && message.contains("with_default_log_filter"),
+                    "{message}"
+                );
+            }
+            other => panic!("an invalid default log filter should be rejected, got {other:?}"),
+        }
+    }
+    assert!(!tracing::dispatcher::has_been_set());
 }

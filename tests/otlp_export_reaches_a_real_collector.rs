@@ -32,6 +32,11 @@ fn run_against_rotel(protocol: &str, mode: &str) {
     );
     driver.send(&format!("run {PLAN}"));
     driver.wait_for_lines("done", 1);
+    // With the Prometheus endpoint off there is no recorder that nobody would drain.
+    assert!(
+        !global_recorder_taken(&mut driver),
+        "SPANMETRICS_PROMETHEUS_LISTEN=off must not install a global metrics recorder"
+    );
     driver.send("exit");
     // The long export interval means the data can only arrive through the guard's final flush.
     assert!(

@@ -357,3 +357,63 @@ fn the_error_type_cap_is_configurable() {
         ])
     );
 }
+
+/// A `metrics` recorder that logs an error whenever a histogram is registered, as a sink with
+/// its own diagnostics might, and counts nothing itself.
+struct LoggingRecorder;
+
+impl metrics::Recorder for LoggingRecorder {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        tracing::error!(metric = key.name(), "sink could not persist a new series");
+        metrics::Histogram::noop()
+    }
+}
+
+#[test]
+fn an_error_a_sink_logs_while_forwarding_does_not_fail_the_command_around_it() {
+    let fx = Fixture::with(|b| b.with_recorder(LoggingRecorder));
+    let handle = fx.handle.clone();
+    fx.run(|| {
+        let outer = tracing::info_span!("outer", command = "outer");
+        let _entered = outer.enter();
+        drop(tracing::info_span!("inner", command = "inner"));
+        // Forwarding here registers the `inner` series, and the recorder logs an error from
+        // inside the `outer` command span.
+        handle.flush();
+    });
+    let counts = fx.collect_otel().counts(OTEL_DURATION);
+    assert_eq!(counts.get(&ok("outer")), Some(&1), "{counts:?}");
+    assert_eq!(counts.get(&ok("inner")), Some(&1), "{counts:?}");
+    assert_eq!(counts.len(), 2, "{counts:?}");
+}

@@ -48,6 +48,10 @@ fn prometheus_server_scrapes_exact_command_counts() {
     });
     driver.send(&format!("run {PLAN}"));
     driver.wait_for_lines("done", 1);
+    assert!(
+        global_recorder_taken(&mut driver),
+        "with the endpoint on, its recorder is the global metrics recorder"
+    );
 
     let dir = std::env::temp_dir().join(format!("spanmetrics-prometheus-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -135,4 +139,43 @@ fn prometheus_server_scrapes_exact_command_counts() {
 
     driver.send("exit");
     assert!(driver.wait_exit().success());
+}
+
+#[test]
+fn a_client_that_never_sends_its_request_is_disconnected() {
+    let mut driver = driver(
+        "current-thread",
+        &[("SPANMETRICS_PROMETHEUS_LISTEN", "127.0.0.1:0".to_owned())],
+    );
+    let target: std::net::SocketAddr = poll("the metrics address", || {
+        driver
+            .stdout()
+            .lines()
+            .find_map(|l| l.strip_prefix("prometheus ")?.parse().ok())
+    });
+    // Half a request line, then silence: the server must hang up, not wait forever.
+    let mut silent = std::net::TcpStream::connect(target).expect("connect");
+    {
+        use std::io::Write;
+        silent.write_all(b"GET /metr").expect("write");
+    }
+    silent
+        .set_read_timeout(Some(DEADLINE))
+        .expect("read timeout");
+    let mut buffer = [0u8; 64];
+    let outcome = {
+        use std::io::Read;
+        silent.read(&mut buffer)
+    };
+    match outcome {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!(
+            "the server should close a connection that sends no complete request, got {other:?}"
+        ),
+    }
+    // Other clients were served all along.
+    assert!(http_get(target, "/metrics").is_some_and(|page| page.contains("process_threads")));
+    driver.send("exit");
+    assert!(driver.wait_exit().success(), "{}", driver.stderr());
 }

@@ -224,6 +224,28 @@ fn the_builder_rejects_bad_settings_when_they_are_made() {
         b().with_buffer_capacity(1),
         Err(BuildError::OutOfRange { .. })
     ));
+    for reserved in [
+        "error_type",
+        "le",
+        "mark",
+        "otel.metric.overflow",
+        "instance",
+    ] {
+        assert!(
+            matches!(b().with_label(reserved), Err(BuildError::ReservedLabel(_))),
+            "{reserved} must be refused"
+        );
+    }
+    assert!(matches!(
+        b().with_label("chat.platform")
+            .unwrap()
+            .with_label("chat_platform"),
+        Err(BuildError::DuplicateLabel(_))
+    ));
+    assert!(matches!(
+        b().with_command_field("cmd").unwrap().with_label("command"),
+        Err(BuildError::ReservedLabel(_))
+    ));
     assert!(matches!(
         b().with_overload_wait(std::time::Duration::from_secs(5)),
         Err(BuildError::OutOfRange { .. })

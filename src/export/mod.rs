@@ -5,6 +5,8 @@
 pub(crate) mod otel;
 pub(crate) mod recorder;
 
+use std::cell::Cell;
+
 use metrics::Label;
 use opentelemetry::metrics::BoundHistogram;
 use opentelemetry::KeyValue;
@@ -21,6 +23,39 @@ use self::recorder::RecorderHandles;
 const NANOS_PER_SECOND: f64 = 1e9;
 /// Records forwarded before their ring slots are released to the producer.
 const DRAIN_SLICE: usize = 256;
+
+thread_local! {
+    /// Set while this thread forwards records to the sinks.
+    static FORWARDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as forwarding until dropped. Forwarding can happen on an application
+/// thread (`flush()`, an OpenTelemetry collection, a full ring), inside a command span, and
+/// tracing-core does not guard every callback against re-entry; anything a sink logs then
+/// reaches the layer, which must not take it for the application's own events.
+struct Forwarding {
+    was: bool,
+}
+
+impl Forwarding {
+    fn start() -> Self {
+        let was = FORWARDING
+            .try_with(|flag| flag.replace(true))
+            .unwrap_or(false);
+        Self { was }
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        let _ = FORWARDING.try_with(|flag| flag.set(self.was));
+    }
+}
+
+/// Whether this thread is forwarding records to the sinks right now.
+pub(crate) fn is_forwarding() -> bool {
+    FORWARDING.try_with(Cell::get).unwrap_or(false)
+}
 
 /// Handles of one histogram series in both sinks.
 #[derive(Default)]
@@ -121,6 +156,9 @@ pub(crate) struct Pump {
     folded_durations: Option<FoldCounter>,
     folded_marks: Option<FoldCounter>,
     dropped: Option<metrics::Counter>,
+    /// Descriptions and the dropped counter are registered with the first records, not when
+    /// the layer is built: a global recorder installed after the layer still gets them.
+    described: bool,
 }
 
 /// What a drain needs to read besides the pump itself.
@@ -136,7 +174,6 @@ fn seconds(nanos: u64) -> f64 {
 
 impl Pump {
     pub(crate) fn new(recorder: RecorderHandles, otel: Option<Instruments>) -> Self {
-        let dropped = recorder.counter(names::PROM_DROPPED, Vec::new());
         Self {
             consumers: Vec::new(),
             recorder,
@@ -150,12 +187,14 @@ impl Pump {
             commands: Vec::new(),
             folded_durations: None,
             folded_marks: None,
-            dropped,
+            dropped: None,
+            described: false,
         }
     }
 
     /// Forwards everything buffered so far to the sinks.
     pub(crate) fn drain(&mut self, cx: &Context<'_>) {
+        let _forwarding = Forwarding::start();
         self.consumers.extend(cx.buffers.take_new());
         let mut consumers = std::mem::take(&mut self.consumers);
         for consumer in &mut consumers {
@@ -175,6 +214,11 @@ impl Pump {
         // A ring whose thread has exited and that is now empty is done with.
         consumers.retain(|c| !(c.is_abandoned() && c.is_empty()));
         self.consumers = consumers;
+        if !self.described && !self.commands.is_empty() {
+            self.recorder.describe();
+            self.dropped = self.recorder.counter(names::PROM_DROPPED, Vec::new());
+            self.described = true;
+        }
         self.publish(cx);
     }
 
@@ -401,7 +445,7 @@ fn series_attributes(
 }
 
 /// A field name as a Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
-fn prometheus_label(name: &str) -> String {
+pub(crate) fn prometheus_label(name: &str) -> String {
     let mut out: String = name
         .chars()
         .map(|c| {

@@ -25,8 +25,9 @@ pub(crate) type Observe<'a> = &'a mut dyn FnMut(i64, &[opentelemetry::KeyValue])
 pub(crate) struct Callbacks {
     /// Forwards buffered records, then reports each command's in-flight count.
     pub(crate) active: Box<dyn Fn(Observe<'_>) + Send + Sync>,
-    /// Reports the number of dropped records.
-    pub(crate) dropped: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// Reports the number of dropped records; `None` once the layer is gone (a callback cannot
+    /// be unregistered, and observing 0 would overwrite a live layer's count).
+    pub(crate) dropped: Box<dyn Fn() -> Option<u64> + Send + Sync>,
 }
 
 impl Instruments {
@@ -64,7 +65,11 @@ impl Instruments {
             _dropped: meter
                 .u64_observable_counter(names::OTEL_DROPPED)
                 .with_description("Records dropped because a recording buffer was full.")
-                .with_callback(move |observer| observer.observe(dropped(), &[]))
+                .with_callback(move |observer| {
+                    if let Some(count) = dropped() {
+                        observer.observe(count, &[]);
+                    }
+                })
                 .build(),
         }
     }

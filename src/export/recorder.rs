@@ -15,9 +15,7 @@ pub(crate) struct RecorderHandles {
 
 impl RecorderHandles {
     pub(crate) fn new(sink: RecorderSink) -> Self {
-        let handles = Self { sink };
-        handles.describe();
-        handles
+        Self { sink }
     }
 
     fn with<T>(&self, f: impl FnOnce(&dyn Recorder) -> T) -> Option<T> {
@@ -28,7 +26,7 @@ impl RecorderHandles {
         }
     }
 
-    fn describe(&self) {
+    pub(crate) fn describe(&self) {
         let text: [(&'static str, Unit, &'static str); 6] = [
             (
                 names::PROM_DURATION,

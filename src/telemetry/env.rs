@@ -62,8 +62,14 @@ pub(crate) struct Settings {
     pub(crate) sdk_disabled: bool,
     pub(crate) service_name: Option<String>,
     pub(crate) resource_attributes: Vec<(String, String)>,
+    /// `None` when no endpoint is set or `OTEL_TRACES_EXPORTER=none`.
     pub(crate) traces: Option<OtlpTarget>,
+    /// `None` when no endpoint is set or `OTEL_METRICS_EXPORTER=none`.
     pub(crate) metrics: Option<OtlpTarget>,
+    /// `OTEL_TRACES_EXPORTER=none`.
+    pub(crate) traces_exporter_none: bool,
+    /// `OTEL_METRICS_EXPORTER=none`.
+    pub(crate) metrics_exporter_none: bool,
     pub(crate) sampler: Sampler,
     pub(crate) metric_export_interval: Duration,
     pub(crate) temporality: Temporality,
@@ -138,18 +144,21 @@ impl Env {
         }
     }
 
-    /// The first set variable among `names` (signal-specific first), with its name.
+    /// The value of the first set variable among `names` (signal-specific first). Every set
+    /// one is parsed, so a malformed variable is reported even when another one wins.
     fn first<T>(
         &self,
         names: &[&str],
         parse: impl Fn(&str) -> Parsed<T> + Copy,
-    ) -> Result<Option<(T, String)>, InitError> {
+    ) -> Result<Option<T>, InitError> {
+        let mut found = None;
         for name in names {
-            if let Some(value) = self.get(name, parse)? {
-                return Ok(Some((value, (*name).to_owned())));
+            let value = self.get(name, parse)?;
+            if found.is_none() {
+                found = value;
             }
         }
-        Ok(None)
+        Ok(found)
     }
 
     /// Parses every supported variable.
@@ -159,8 +168,18 @@ impl Env {
         let resource_attributes = self
             .get("OTEL_RESOURCE_ATTRIBUTES", parse_key_values)?
             .unwrap_or_default();
-        let traces = self.target("TRACES", "traces")?;
-        let metrics = self.target("METRICS", "metrics")?;
+        let exporter_none = |name: &str| -> Result<bool, InitError> {
+            Ok(self.get(name, parse_exporter)? == Some(false))
+        };
+        let traces_exporter_none = exporter_none("OTEL_TRACES_EXPORTER")?;
+        let metrics_exporter_none = exporter_none("OTEL_METRICS_EXPORTER")?;
+        // Every variable is checked, also for a signal that is switched off.
+        let traces = self
+            .target("TRACES", "traces")?
+            .filter(|_| !traces_exporter_none);
+        let metrics = self
+            .target("METRICS", "metrics")?
+            .filter(|_| !metrics_exporter_none);
         let sampler = self.sampler()?;
         let metric_export_interval = self
             .get("OTEL_METRIC_EXPORT_INTERVAL", parse_positive_millis)?
@@ -200,6 +219,8 @@ impl Env {
             resource_attributes,
             traces,
             metrics,
+            traces_exporter_none,
+            metrics_exporter_none,
             sampler,
             metric_export_interval,
             temporality,
@@ -212,37 +233,35 @@ impl Env {
     /// Endpoint, protocol, headers and timeout of one signal (`TRACES` / `METRICS`).
     fn target(&self, signal: &str, path: &str) -> Result<Option<OtlpTarget>, InitError> {
         let var = |suffix: &str| format!("OTEL_EXPORTER_OTLP_{signal}_{suffix}");
+        let generic = |suffix: &str| format!("OTEL_EXPORTER_OTLP_{suffix}");
         let protocol = self
-            .first(
-                &[&var("PROTOCOL"), "OTEL_EXPORTER_OTLP_PROTOCOL"],
-                parse_protocol,
-            )?
-            .map_or(Protocol::Grpc, |(p, _)| p);
+            .first(&[&var("PROTOCOL"), &generic("PROTOCOL")], parse_protocol)?
+            .unwrap_or(Protocol::Grpc);
         let headers = self
-            .first(
-                &[&var("HEADERS"), "OTEL_EXPORTER_OTLP_HEADERS"],
-                parse_key_values,
-            )?
-            .map(|(h, _)| h)
+            .first(&[&var("HEADERS"), &generic("HEADERS")], parse_headers)?
             .unwrap_or_default();
         let timeout = self
             .first(
-                &[&var("TIMEOUT"), "OTEL_EXPORTER_OTLP_TIMEOUT"],
+                &[&var("TIMEOUT"), &generic("TIMEOUT")],
                 parse_positive_millis,
             )?
-            .map_or(Duration::from_secs(10), |(t, _)| t);
-        let endpoint = match self.get(&var("ENDPOINT"), parse_endpoint)? {
+            .unwrap_or(Duration::from_secs(10));
+        // Only `none` is accepted; checked so that a compression the exporter cannot do is
+        // reported here instead of being ignored by it.
+        self.first(
+            &[&var("COMPRESSION"), &generic("COMPRESSION")],
+            parse_compression,
+        )?;
+        let specific = self.get(&var("ENDPOINT"), parse_endpoint)?;
+        let base = self.get("OTEL_EXPORTER_OTLP_ENDPOINT", parse_endpoint)?;
+        let endpoint = match (specific, base) {
             // A signal-specific endpoint is used as given.
-            Some(endpoint) => endpoint,
-            None => match self.get("OTEL_EXPORTER_OTLP_ENDPOINT", parse_endpoint)? {
-                None => return Ok(None),
-                // The generic one is a base: HTTP appends the signal path.
-                Some(base) => match protocol {
-                    Protocol::Grpc => base,
-                    Protocol::HttpProtobuf => {
-                        format!("{}/v1/{path}", base.trim_end_matches('/'))
-                    }
-                },
+            (Some(endpoint), _) => endpoint,
+            (None, None) => return Ok(None),
+            // The generic one is a base: HTTP appends the signal path.
+            (None, Some(base)) => match protocol {
+                Protocol::Grpc => base,
+                Protocol::HttpProtobuf => format!("{}/v1/{path}", base.trim_end_matches('/')),
             },
         };
         Ok(Some(OtlpTarget {
@@ -334,26 +353,73 @@ fn parse_histogram_aggregation(v: &str) -> Parsed<HistogramAggregation> {
     }
 }
 
+/// What an endpoint may be; shown when one is rejected.
+const ENDPOINT_EXPECTED: &str = "an http:// URL with a host, e.g. http://127.0.0.1:4317";
+/// Shown for `https://` endpoints.
+const NO_TLS: &str = "an http:// URL: TLS (https://) is not built into spanmetrics. \
+     Send OTLP over plain http to an OpenTelemetry Collector or agent on the same host or \
+     network (e.g. http://127.0.0.1:4317) and let it forward over TLS";
+
 fn parse_endpoint(v: &str) -> Parsed<String> {
-    const EXPECTED: &str = "an http:// or https:// URL with a host, e.g. http://127.0.0.1:4317";
-    let rest = v
-        .strip_prefix("http://")
-        .or_else(|| v.strip_prefix("https://"))
-        .ok_or(EXPECTED)?;
+    let scheme = v.split_once("://").map(|(scheme, _)| scheme);
+    if scheme.is_some_and(|s| s.eq_ignore_ascii_case("https")) {
+        return Err(NO_TLS);
+    }
+    let rest = v.strip_prefix("http://").ok_or(ENDPOINT_EXPECTED)?;
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.is_empty() || authority.contains(char::is_whitespace) {
-        return Err(EXPECTED);
+        return Err(ENDPOINT_EXPECTED);
     }
     // A port, when given, must be a number.
     if let Some((host, port)) = authority.rsplit_once(':') {
         if !host.ends_with(']') && host.contains(':') {
-            return Err(EXPECTED);
+            return Err(ENDPOINT_EXPECTED);
         }
         if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(ENDPOINT_EXPECTED);
+        }
+    }
+    // The exporters parse it as a URI: whatever they would reject is rejected here.
+    let uri = http::Uri::try_from(v).map_err(|_| ENDPOINT_EXPECTED)?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(ENDPOINT_EXPECTED);
+    }
+    Ok(v.to_owned())
+}
+
+/// `OTEL_TRACES_EXPORTER` / `OTEL_METRICS_EXPORTER`: `true` for `otlp`, `false` for `none`.
+fn parse_exporter(v: &str) -> Parsed<bool> {
+    if v.eq_ignore_ascii_case("otlp") {
+        Ok(true)
+    } else if v.eq_ignore_ascii_case("none") {
+        Ok(false)
+    } else {
+        Err("`otlp` or `none` (no other exporter is built in)")
+    }
+}
+
+fn parse_compression(v: &str) -> Parsed<()> {
+    if v.eq_ignore_ascii_case("none") {
+        Ok(())
+    } else {
+        Err("`none`: compression (gzip, zstd) is not built in; unset the variable or set `none`")
+    }
+}
+
+/// OTLP headers: `key=value` pairs whose keys and values are valid HTTP header names and values.
+fn parse_headers(v: &str) -> Parsed<Vec<(String, String)>> {
+    const EXPECTED: &str = "comma-separated key=value pairs, e.g. `api-key=secret,team=dice`, \
+         with valid HTTP header names as keys (letters, digits, `-`, `_`, no spaces) and \
+         header values without control characters (percent-encode `,`, `=` and line breaks)";
+    let headers = parse_key_values(v).map_err(|_| EXPECTED)?;
+    for (key, value) in &headers {
+        if http::HeaderName::from_bytes(key.as_bytes()).is_err()
+            || http::HeaderValue::from_str(value).is_err()
+        {
             return Err(EXPECTED);
         }
     }
-    Ok(v.to_owned())
+    Ok(headers)
 }
 
 fn parse_listen(v: &str) -> Parsed<Option<SocketAddr>> {
@@ -444,6 +510,89 @@ mod tests {
         assert_eq!(
             s.resource_attributes,
             vec![("a".into(), "x,y".into()), ("b".into(), "2".into())]
+        );
+    }
+
+    #[test]
+    fn a_malformed_generic_variable_is_rejected_even_when_both_signals_set_their_own() {
+        for (suffix, good, bad) in [
+            ("PROTOCOL", "grpc", "thrift"),
+            ("HEADERS", "a=1", "no-equals-sign"),
+            ("TIMEOUT", "1000", "10s"),
+            ("COMPRESSION", "none", "gzip"),
+            ("ENDPOINT", "http://h:4317", "h:4317"),
+        ] {
+            let generic = format!("OTEL_EXPORTER_OTLP_{suffix}");
+            let result = env(&[
+                (&format!("OTEL_EXPORTER_OTLP_TRACES_{suffix}"), good),
+                (&format!("OTEL_EXPORTER_OTLP_METRICS_{suffix}"), good),
+                (&generic, bad),
+            ])
+            .settings();
+            match result {
+                Err(InitError::InvalidEnv { variable, .. }) => assert_eq!(variable, generic),
+                other => panic!("{generic}={bad} should be rejected, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_signal_specific_value_wins_over_the_generic_one() {
+        let s = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4317"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2000"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=1"),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "b=2"),
+        ])
+        .settings()
+        .unwrap();
+        let (traces, metrics) = (s.traces.unwrap(), s.metrics.unwrap());
+        assert_eq!(traces.timeout, Duration::from_millis(2000));
+        assert_eq!(metrics.timeout, Duration::from_millis(1000));
+        assert_eq!(traces.headers, vec![("a".into(), "1".into())]);
+        assert_eq!(metrics.headers, vec![("b".into(), "2".into())]);
+    }
+
+    #[test]
+    fn exporter_none_turns_off_only_that_signal() {
+        let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4317");
+        let s = env(&[base, ("OTEL_TRACES_EXPORTER", "none")])
+            .settings()
+            .unwrap();
+        assert!(s.traces.is_none() && s.traces_exporter_none);
+        assert!(s.metrics.is_some() && !s.metrics_exporter_none);
+        let s = env(&[
+            base,
+            ("OTEL_METRICS_EXPORTER", "none"),
+            ("OTEL_TRACES_EXPORTER", "otlp"),
+        ])
+        .settings()
+        .unwrap();
+        assert!(s.traces.is_some() && s.metrics.is_none());
+        let s = env(&[base, ("OTEL_EXPORTER_OTLP_COMPRESSION", "none")])
+            .settings()
+            .unwrap();
+        assert!(s.traces.is_some() && s.metrics.is_some());
+    }
+
+    #[test]
+    fn valid_headers_are_kept_with_their_decoded_values() {
+        let s = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4317"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "Authorization=Bearer%20abc,x-team=dice%2Cmakers",
+            ),
+        ])
+        .settings()
+        .unwrap();
+        assert_eq!(
+            s.traces.unwrap().headers,
+            vec![
+                ("Authorization".into(), "Bearer abc".into()),
+                ("x-team".into(), "dice,makers".into())
+            ]
         );
     }
 }

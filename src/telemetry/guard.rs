@@ -39,8 +39,39 @@ pub(crate) struct Parts {
     pub(crate) tracer: Option<SdkTracerProvider>,
     pub(crate) meter: Option<SdkMeterProvider>,
     pub(crate) server: Option<Server>,
-    /// The runtime the gRPC exporters run on; dropped last, on the shutdown thread.
-    pub(crate) runtime: Option<tokio::runtime::Runtime>,
+    /// The runtime the gRPC exporters run on; stopped last, on the shutdown thread.
+    pub(crate) runtime: Option<ExportRuntime>,
+}
+
+/// The tokio runtime of the gRPC exporters. Dropping it shuts it down in the background:
+/// dropping a `Runtime` directly would block, which panics when it happens inside the
+/// caller's own tokio runtime (e.g. when `install` returns an error in `#[tokio::main]`).
+pub(crate) struct ExportRuntime(Option<tokio::runtime::Runtime>);
+
+impl ExportRuntime {
+    pub(crate) fn new(runtime: tokio::runtime::Runtime) -> Self {
+        Self(Some(runtime))
+    }
+
+    /// Makes it the current runtime until the returned guard is dropped.
+    pub(crate) fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
+        self.0.as_ref().map(tokio::runtime::Runtime::enter)
+    }
+
+    /// Stops it, waiting up to `timeout` for its tasks (call only outside any runtime).
+    fn shutdown_timeout(mut self, timeout: Duration) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_timeout(timeout);
+        }
+    }
+}
+
+impl Drop for ExportRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Returned by [`crate::init`] and [`crate::TelemetryBuilder::install`]: keep it alive for as

@@ -13,12 +13,16 @@ use std::sync::Arc;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::Layer as _;
 
 pub use guard::{ShutdownError, TelemetryGuard};
+
+use self::guard::ExportRuntime;
 
 use self::env::{Env, Protocol, Settings};
 use self::otlp::ExportStats;
@@ -63,6 +67,15 @@ pub enum InitError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The directives given to [`TelemetryBuilder::with_default_log_filter`] do not parse
+    /// (checked whether or not `RUST_LOG` is set, so the mistake shows up at once).
+    #[error("the default log filter {directives:?} given to with_default_log_filter is invalid: {message}. Use comma-separated `target=level` directives, e.g. `info` or `my_app=debug,info`")]
+    InvalidDefaultLogFilter {
+        /// The directives.
+        directives: String,
+        /// What the parser reported.
+        message: String,
+    },
     /// A global `tracing` subscriber is already set (by an earlier `init`, or another crate).
     #[error("a global tracing subscriber is already installed; call spanmetrics::init() once, at the start of main, instead of other subscriber set-up")]
     AlreadyInstalled,
@@ -73,20 +86,25 @@ pub enum InitError {
 /// | Variable | Accepted values | Default |
 /// |---|---|---|
 /// | `OTEL_SDK_DISABLED` | `true`, `false` | `false` (`true`: no OTLP export; Prometheus stays) |
-/// | `OTEL_SERVICE_NAME` | any text | `service.name` from `OTEL_RESOURCE_ATTRIBUTES`, else [`TelemetryBuilder::with_service_name`], else `unknown_service:<executable>` |
+/// | `OTEL_SERVICE_NAME` | any text | `service.name` from `OTEL_RESOURCE_ATTRIBUTES`, else `TelemetryBuilder::with_service_name`, else `unknown_service:<executable>` |
 /// | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,…` (values percent-decoded) | none; `service.instance.id` (random per process), `host.name` and `process.pid` are added unless set |
-/// | `OTEL_EXPORTER_OTLP_ENDPOINT` | `http(s)://host:port[/base]`; for HTTP `/v1/traces` and `/v1/metrics` are appended | unset: **no OTLP export** (the start-up log says how to turn it on) |
-/// | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `…_METRICS_ENDPOINT` | full URL, used as given | the generic one |
+/// | `OTEL_EXPORTER_OTLP_ENDPOINT` | `http://host:port[/base]`; for HTTP `/v1/traces` and `/v1/metrics` are appended. `https://` is rejected: TLS is not built in, send to a collector or agent nearby over `http://` and let it forward over TLS | unset: **no OTLP export** (the start-up log says how to turn it on) |
+/// | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `…_METRICS_ENDPOINT` | full `http://` URL, used as given | the generic one |
+/// | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER` | `otlp`, `none` (`none`: that signal is not exported over OTLP) | `otlp` |
 /// | `OTEL_EXPORTER_OTLP_PROTOCOL` (and `_TRACES_`/`_METRICS_`) | `grpc`, `http/protobuf` | `grpc` |
-/// | `OTEL_EXPORTER_OTLP_HEADERS` (and `_TRACES_`/`_METRICS_`) | `key=value,…` | none |
+/// | `OTEL_EXPORTER_OTLP_HEADERS` (and `_TRACES_`/`_METRICS_`) | `key=value,…` (values percent-decoded); keys valid HTTP header names, values without control characters | none |
 /// | `OTEL_EXPORTER_OTLP_TIMEOUT` (and `_TRACES_`/`_METRICS_`) | milliseconds > 0 | `10000` |
+/// | `OTEL_EXPORTER_OTLP_COMPRESSION` (and `_TRACES_`/`_METRICS_`) | `none` (compression is not built in) | `none` |
 /// | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` | `parentbased_always_on` (command metrics always count 100% of commands) |
 /// | `OTEL_TRACES_SAMPLER_ARG` | ratio `0`…`1` | `1` |
 /// | `OTEL_METRIC_EXPORT_INTERVAL` | milliseconds > 0 | `60000` |
 /// | `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` | `cumulative`, `delta`, `lowmemory` | `cumulative` |
 /// | `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION` | `base2_exponential_bucket_histogram`, `explicit_bucket_histogram` (100 µs … 60 s) | `base2_exponential_bucket_histogram` |
-/// | `SPANMETRICS_PROMETHEUS_LISTEN` | `host:port` (port `0` picks a free one), `off` | `127.0.0.1:9464` |
-/// | `RUST_LOG` | `tracing` directives; filters only the log output, never the metrics or traces | `info` |
+/// | `SPANMETRICS_PROMETHEUS_LISTEN` | `host:port` (port `0` picks a free one), `off` (`off`: no Prometheus recorder is built and no global `metrics` recorder installed) | `127.0.0.1:9464` |
+/// | `RUST_LOG` | `tracing` directives; filters only the log output, never the metrics or traces | `TelemetryBuilder::with_default_log_filter`, else `info` |
+/// | `OTEL_BSP_*`, `OTEL_SPAN_*_COUNT_LIMIT` | not checked here: the OpenTelemetry SDK reads them from the process environment itself | the SDK's |
+///
+/// The OTLP exporter itself also reads `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_EXPORTER_OTLP_COMPRESSION` (and their `_TRACES_`/`_METRICS_` forms) from the process environment, even when the settings come from `TelemetryBuilder::with_env`: process headers are added to the configured ones, and a compression other than `none` is ignored with a warning.
 ///
 /// A bad value gives [`InitError::InvalidEnv`] naming the variable, the value and what is
 /// accepted. Logs go to stderr.
@@ -168,9 +186,25 @@ impl TelemetryBuilder {
         self
     }
 
-    /// Sets everything up and installs the global `tracing` subscriber (and, when none is set
-    /// yet, the global `metrics` recorder and OpenTelemetry providers).
+    /// Sets everything up and installs globally:
+    /// - the `tracing` subscriber (an error if one is already set);
+    /// - when the Prometheus endpoint is on, its recorder as the global `metrics` recorder,
+    ///   unless one is already set (then only the spanmetrics layer feeds it);
+    /// - the OpenTelemetry tracer and meter providers, for each signal exported over OTLP,
+    ///   replacing whatever global provider was set before.
+    ///
+    /// The globals stay after the guard is dropped (they cannot be uninstalled): the
+    /// Prometheus recorder then keeps its values, and a small background thread keeps
+    /// draining its histogram buffers every few seconds, so memory stays bounded.
     pub fn install(mut self) -> Result<TelemetryGuard, InitError> {
+        if let Some(directives) = &self.default_log_filter {
+            if let Err(error) = EnvFilter::builder().parse(directives) {
+                return Err(InitError::InvalidDefaultLogFilter {
+                    directives: directives.clone(),
+                    message: error.to_string(),
+                });
+            }
+        }
         let env = match self.env.take() {
             Some(vars) => Env::from_map(vars),
             None => Env::from_process()?,
@@ -192,12 +226,50 @@ struct Installer {
     settings: Settings,
 }
 
+/// Crates of the export machinery (as `tracing` targets: the crate name, or the package name
+/// for events logged with `target: env!("CARGO_PKG_NAME")`).
+const EXPORT_CRATES: [&str; 13] = [
+    "opentelemetry",
+    "opentelemetry_sdk",
+    "opentelemetry_otlp",
+    "opentelemetry-otlp",
+    "opentelemetry_http",
+    "opentelemetry-http",
+    "tonic",
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tower",
+    "reqwest",
+    "opentelemetry_proto",
+];
+
+/// The export crate `target` belongs to: the crate name itself or `crate::…`, never a crate
+/// that merely starts with the same letters (`hyperbot`, `h2o_app`).
+fn export_crate(target: &str) -> Option<&'static str> {
+    EXPORT_CRATES.into_iter().find(|name| {
+        target
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
 /// Targets of the export machinery: never exported as spans (that would feed back into
-/// itself) and their internal logs are not shown unless `RUST_LOG` asks for them.
+/// itself) and their internal logs are not shown unless `RUST_LOG` names their crate.
 fn is_export_internal(target: &str) -> bool {
-    ["opentelemetry", "tonic", "h2", "hyper", "tower", "reqwest"]
-        .iter()
-        .any(|p| target.starts_with(p))
+    export_crate(target).is_some()
+}
+
+/// The export crates that log directives name as a target (`h2=debug`, `hyper::proto=trace`),
+/// so their logs are shown; `auth2=debug` or a bare `debug` names none.
+fn named_export_crates(directives: &str) -> Vec<&'static str> {
+    directives
+        .split(',')
+        .filter_map(|directive| {
+            let target = directive.split(['[', '=']).next()?.trim();
+            export_crate(target)
+        })
+        .collect()
 }
 
 impl Installer {
@@ -272,112 +344,56 @@ impl Installer {
                     .map_err(|source| InitError::PrometheusListen { addr, source })
             })
             .transpose()?;
-        let recorder = Arc::new(prometheus::recorder());
-        let prometheus_handle = recorder.handle();
-
-        // gRPC exporters need a tokio runtime; they get their own, whose threads are not
-        // traced (so the export machinery never records itself).
-        let needs_runtime = [&traces_target, &metrics_target]
-            .iter()
-            .any(|t| t.as_ref().is_some_and(|t| t.protocol == Protocol::Grpc));
-        let runtime = if needs_runtime {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("spanmetrics-otlp")
-                .on_thread_start(|| {
-                    std::mem::forget(tracing::subscriber::set_default(
-                        tracing::subscriber::NoSubscriber::default(),
-                    ));
-                })
-                .enable_all()
-                .build()
-                .map_err(|source| InitError::Start {
-                    what: "export runtime",
+        // Without the endpoint there is no recorder at all: nothing would ever read it.
+        let recorder = match &listener {
+            Some(_) => {
+                let recorder = Arc::new(prometheus::recorder());
+                prometheus::spawn_upkeep(&recorder).map_err(|source| InitError::Start {
+                    what: "Prometheus upkeep thread",
                     source,
                 })?;
-            Some(runtime)
-        } else {
-            None
+                Some(recorder)
+            }
+            None => None,
         };
+
         let trace_stats = Arc::new(ExportStats::default());
         let metric_stats = Arc::new(ExportStats::default());
-        let (tracer_provider, meter_provider) = {
-            let _entered = runtime.as_ref().map(|r| r.enter());
-            let tracer_provider = traces_target
-                .as_ref()
-                .map(|t| otlp::tracer_provider(t, &settings, resource.clone(), trace_stats.clone()))
-                .transpose()?;
-            let meter_provider = metrics_target
-                .as_ref()
-                .map(|t| {
-                    otlp::meter_provider(Some(t), &settings, resource.clone(), metric_stats.clone())
-                })
-                .transpose()?;
-            (tracer_provider, meter_provider)
-        };
+        let otlp = build_otlp(
+            traces_target.as_ref(),
+            metrics_target.as_ref(),
+            &settings,
+            &resource,
+            &trace_stats,
+            &metric_stats,
+        )?;
 
         // The spanmetrics layer feeds the Prometheus recorder and the OTLP meter provider.
         let mut layer = self.builder.layer.take().unwrap_or_default();
-        layer = layer.with_recorder(Arc::clone(&recorder));
-        layer = match &meter_provider {
+        layer = match &recorder {
+            Some(recorder) => layer.with_recorder(Arc::clone(recorder)),
+            None => layer.without_recorder(),
+        };
+        layer = match &otlp.meter {
             Some(provider) => layer.with_meter_provider(provider),
             None => layer.without_meter(),
         };
         let layer = layer.build();
         let spanmetrics = layer.handle();
-        if let Some(provider) = &meter_provider {
+        if let Some(provider) = &otlp.meter {
             use opentelemetry::metrics::MeterProvider as _;
             let meter = provider.meter_with_scope(crate::scope());
             process::register_otel(&meter);
             otlp::register_export_metrics(&meter, trace_stats.clone(), metric_stats.clone());
         }
 
-        // Logs: filtered per layer, so spans still reach the metrics and tracing layers.
-        let directives = settings
-            .rust_log
-            .clone()
-            .or_else(|| self.builder.default_log_filter.clone())
-            .unwrap_or_else(|| "info".to_owned());
-        let show_internal = directives.contains("opentelemetry")
-            || ["tonic", "h2", "hyper", "tower", "reqwest"]
-                .iter()
-                .any(|t| directives.contains(t));
-        let env_filter = EnvFilter::builder()
-            .parse(&directives)
-            .unwrap_or_else(|_| EnvFilter::new("info"));
-        let fmt_layer = tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_filter(env_filter.and(filter_fn(move |m| {
-                show_internal || !is_export_internal(m.target())
-            })));
-        let otel_layer = tracer_provider.as_ref().map(|provider| {
-            tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer_with_scope(crate::scope()))
-                .with_filter(filter_fn(|m| !is_export_internal(m.target())))
-        });
-        let subscriber = tracing_subscriber::registry()
-            .with(fmt_layer)
-            .with(layer)
-            .with(otel_layer);
-        tracing::subscriber::set_global_default(subscriber)
-            .map_err(|_| InitError::AlreadyInstalled)?;
-
-        // Global facades, when nobody else set them.
-        if metrics::set_global_recorder(Arc::clone(&recorder)).is_err() {
-            tracing::debug!(target: "spanmetrics::telemetry", "a global metrics recorder is already set; spanmetrics uses its own Prometheus recorder");
-        }
-        if let Some(provider) = &tracer_provider {
-            opentelemetry::global::set_tracer_provider(provider.clone());
-        }
-        if let Some(provider) = &meter_provider {
-            opentelemetry::global::set_meter_provider(provider.clone());
-        }
-
-        let server = match listener {
-            Some(listener) => {
+        // The endpoint starts before anything global is installed, so that its failure
+        // leaves nothing behind.
+        let server = match (listener, &recorder) {
+            (Some(listener), Some(recorder)) => {
                 let scrape = Arc::new(prometheus::Scrape {
-                    handle: prometheus_handle,
-                    recorder,
+                    handle: recorder.handle(),
+                    recorder: Arc::clone(recorder),
                     spanmetrics: spanmetrics.clone(),
                     traces: trace_stats,
                     metrics: metric_stats,
@@ -392,18 +408,61 @@ impl Installer {
                     })?,
                 )
             }
-            None => None,
+            _ => None,
         };
+
+        // Logs: filtered per layer, so spans still reach the metrics and tracing layers.
+        let directives = settings
+            .rust_log
+            .clone()
+            .or_else(|| self.builder.default_log_filter.clone())
+            .unwrap_or_else(|| "info".to_owned());
+        let shown_internal = named_export_crates(&directives);
+        // Both sources were checked in `install`; `info` is only a fallback that cannot happen.
+        let env_filter = EnvFilter::builder()
+            .parse(&directives)
+            .unwrap_or_else(|_| EnvFilter::new("info"));
+        let fmt_layer = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(env_filter.and(filter_fn(move |m| {
+                export_crate(m.target()).is_none_or(|c| shown_internal.contains(&c))
+            })));
+        let otel_layer = otlp.tracer.as_ref().map(|provider| {
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer_with_scope(crate::scope()))
+                .with_filter(filter_fn(|m| !is_export_internal(m.target())))
+        });
+        let subscriber = tracing_subscriber::registry()
+            .with(fmt_layer)
+            .with(layer)
+            .with(otel_layer);
+        tracing::subscriber::set_global_default(subscriber)
+            .map_err(|_| InitError::AlreadyInstalled)?;
+
+        // The global `metrics` recorder only when nobody set one; the OpenTelemetry providers
+        // always (they replace any set before).
+        if let Some(recorder) = &recorder {
+            if metrics::set_global_recorder(Arc::clone(recorder)).is_err() {
+                tracing::debug!(target: "spanmetrics::telemetry", "a global metrics recorder is already set; spanmetrics uses its own Prometheus recorder");
+            }
+        }
+        if let Some(provider) = &otlp.tracer {
+            opentelemetry::global::set_tracer_provider(provider.clone());
+        }
+        if let Some(provider) = &otlp.meter {
+            opentelemetry::global::set_meter_provider(provider.clone());
+        }
+
         let prometheus_addr = server.as_ref().map(|s| s.addr);
         self.log_start(prometheus_addr);
         Ok(TelemetryGuard::new(
             spanmetrics,
             prometheus_addr,
             guard::Parts {
-                tracer: tracer_provider,
-                meter: meter_provider,
+                tracer: otlp.tracer,
+                meter: otlp.meter,
                 server,
-                runtime,
+                runtime: otlp.runtime,
             },
         ))
     }
@@ -419,10 +478,26 @@ impl Installer {
             tracing::info!(target: T, "OTLP export off: OTEL_SDK_DISABLED=true");
             return;
         }
-        for (signal, target) in [("traces", &s.traces), ("metrics", &s.metrics)] {
+        for (signal, target, none, variable) in [
+            (
+                "traces",
+                &s.traces,
+                s.traces_exporter_none,
+                "OTEL_TRACES_EXPORTER",
+            ),
+            (
+                "metrics",
+                &s.metrics,
+                s.metrics_exporter_none,
+                "OTEL_METRICS_EXPORTER",
+            ),
+        ] {
             match target {
                 Some(t) => {
                     tracing::info!(target: T, "OTLP {signal} export to {} ({:?})", t.endpoint, t.protocol)
+                }
+                None if none => {
+                    tracing::info!(target: T, "OTLP {signal} export off: {variable}=none")
                 }
                 None => {
                     tracing::info!(target: T, "OTLP {signal} export off: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4317) to turn it on")
@@ -430,6 +505,71 @@ impl Installer {
             }
         }
     }
+}
+
+/// The OTLP providers and the runtime their gRPC exporters run on.
+struct Otlp {
+    tracer: Option<SdkTracerProvider>,
+    meter: Option<SdkMeterProvider>,
+    runtime: Option<ExportRuntime>,
+}
+
+/// Builds the OTLP providers. gRPC exporters need a tokio runtime; they get their own, whose
+/// threads are not traced (so the export machinery never records itself). On an error the
+/// runtime is shut down in the background, so returning the error never panics, even
+/// inside the caller's own tokio runtime.
+fn build_otlp(
+    traces: Option<&env::OtlpTarget>,
+    metrics: Option<&env::OtlpTarget>,
+    settings: &Settings,
+    resource: &Resource,
+    trace_stats: &Arc<ExportStats>,
+    metric_stats: &Arc<ExportStats>,
+) -> Result<Otlp, InitError> {
+    let is_grpc = |t: Option<&env::OtlpTarget>| t.is_some_and(|t| t.protocol == Protocol::Grpc);
+    let runtime = if is_grpc(traces) || is_grpc(metrics) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("spanmetrics-otlp")
+            .on_thread_start(|| {
+                std::mem::forget(tracing::subscriber::set_default(
+                    tracing::subscriber::NoSubscriber::default(),
+                ));
+            })
+            .enable_all()
+            .build()
+            .map_err(|source| InitError::Start {
+                what: "export runtime",
+                source,
+            })?;
+        Some(ExportRuntime::new(runtime))
+    } else {
+        None
+    };
+    // Only the gRPC exporters are built inside the runtime.
+    let in_runtime = |target: &env::OtlpTarget| {
+        runtime
+            .as_ref()
+            .filter(|_| target.protocol == Protocol::Grpc)
+            .and_then(ExportRuntime::enter)
+    };
+    let tracer = traces
+        .map(|t| {
+            let _entered = in_runtime(t);
+            otlp::tracer_provider(t, settings, resource.clone(), trace_stats.clone())
+        })
+        .transpose()?;
+    let meter = metrics
+        .map(|t| {
+            let _entered = in_runtime(t);
+            otlp::meter_provider(Some(t), settings, resource.clone(), metric_stats.clone())
+        })
+        .transpose()?;
+    Ok(Otlp {
+        tracer,
+        meter,
+        runtime,
+    })
 }
 
 fn instance_id() -> String {
@@ -451,4 +591,88 @@ fn host_name() -> Option<String> {
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_export_crates_and_their_modules_are_internal() {
+        for internal in [
+            "h2",
+            "h2::codec::framed_read",
+            "hyper",
+            "hyper::proto::h1::conn",
+            "hyper_util::client::legacy",
+            "tonic::transport",
+            "tower::buffer::worker",
+            "reqwest::connect",
+            "opentelemetry",
+            "opentelemetry_sdk",
+            "opentelemetry-otlp",
+            "opentelemetry_otlp::exporter",
+            "opentelemetry-http",
+        ] {
+            assert!(is_export_internal(internal), "{internal}");
+        }
+        for user in [
+            "hyperbot",
+            "hyperbot::commands",
+            "tower_defense",
+            "h2o_app",
+            "tonicity",
+            "reqwests",
+            "opentelemetry_extra_app",
+            "my_app::h2",
+            "spanmetrics::telemetry",
+        ] {
+            assert!(!is_export_internal(user), "{user}");
+        }
+    }
+
+    #[test]
+    fn log_directives_show_only_the_export_crates_they_name() {
+        assert_eq!(named_export_crates("auth2=debug,hyperbot=trace"), [""; 0]);
+        assert_eq!(named_export_crates("debug"), [""; 0]);
+        assert_eq!(named_export_crates("trace,tower_defense=info"), [""; 0]);
+        assert_eq!(
+            named_export_crates("info,h2=debug, hyper::proto=trace"),
+            ["h2", "hyper"]
+        );
+        assert_eq!(
+            named_export_crates("opentelemetry_sdk[export]=debug,tonic"),
+            ["opentelemetry_sdk", "tonic"]
+        );
+    }
+
+    /// The gRPC runtime is built before the exporters; an exporter error after that must come
+    /// back as an `InitError` even inside the caller's tokio runtime, where dropping a runtime
+    /// panics ("Cannot drop a runtime in a context where blocking is not allowed").
+    #[tokio::test]
+    async fn an_exporter_error_inside_a_tokio_runtime_is_returned_not_panicked() {
+        let mut settings = Env::from_map([(
+            "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+            "http://127.0.0.1:4317".to_owned(),
+        )])
+        .settings()
+        .expect("valid settings");
+        // The traces exporter (and the runtime) are built, then the metrics exporter fails.
+        if let Some(metrics) = settings.metrics.as_mut() {
+            metrics.endpoint = "http://not a host:4317".to_owned();
+        }
+        let result = build_otlp(
+            settings.traces.as_ref(),
+            settings.metrics.as_ref(),
+            &settings,
+            &Resource::builder_empty().build(),
+            &Arc::default(),
+            &Arc::default(),
+        );
+        match result {
+            Err(InitError::Exporter { signal, .. }) => assert_eq!(signal, "metrics"),
+            Err(other) => panic!("expected an exporter error, got {other}"),
+            Ok(_) => panic!("expected an exporter error, got providers"),
+        }
+    }
 }

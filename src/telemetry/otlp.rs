@@ -129,6 +129,8 @@ fn exporter_error<'a>(
     }
 }
 
+/// The gRPC metadata of `headers`, which `env.rs` checked with these same conversions (an
+/// invalid header is an `InitError` there), so none is left out here.
 fn metadata(
     headers: &[(String, String)],
 ) -> opentelemetry_otlp::tonic_types::metadata::MetadataMap {

@@ -20,8 +20,12 @@ use super::names;
 use super::otlp::ExportStats;
 use crate::SpanMetricsHandle;
 
-/// How often idle histogram buckets are drained into their snapshot (the recorder's upkeep).
+/// How often histogram samples are drained into their buckets (the recorder's upkeep).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a client may take to send its request headers before it is disconnected.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The pause after a failed `accept` (e.g. out of file descriptors), instead of retrying at once.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Builds the recorder: every histogram gets the default buckets (100 µs … 60 s).
 pub(crate) fn recorder() -> PrometheusRecorder {
@@ -29,6 +33,31 @@ pub(crate) fn recorder() -> PrometheusRecorder {
         .set_buckets(crate::names::DEFAULT_BUCKETS)
         .unwrap_or_else(|_| PrometheusBuilder::new())
         .build_recorder()
+}
+
+/// Starts the thread that runs the recorder's upkeep every [`UPKEEP_INTERVAL`].
+///
+/// The recorder keeps every histogram sample until upkeep (or a scrape) folds it into the
+/// buckets. It lives as long as something holds it — the spanmetrics layer inside the global
+/// subscriber and the global `metrics` recorder, i.e. usually until the process exits, long
+/// after the guard has stopped the endpoint — so the upkeep runs on its own thread, which
+/// ends once the recorder is gone.
+pub(crate) fn spawn_upkeep(recorder: &Arc<PrometheusRecorder>) -> std::io::Result<()> {
+    let recorder = Arc::downgrade(recorder);
+    std::thread::Builder::new()
+        .name("spanmetrics-upkeep".into())
+        .spawn(move || {
+            let _untraced =
+                tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                let Some(recorder) = recorder.upgrade() else {
+                    break;
+                };
+                recorder.handle().run_upkeep();
+            }
+        })?;
+    Ok(())
 }
 
 /// What a scrape reads.
@@ -148,22 +177,32 @@ async fn serve(
             return;
         }
     };
-    let mut upkeep = tokio::time::interval(UPKEEP_INTERVAL);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // Slow or silent clients are disconnected instead of holding a descriptor forever.
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
         tokio::select! {
             _ = &mut stopped => break,
-            _ = upkeep.tick() => scrape.handle.run_upkeep(),
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        // E.g. out of file descriptors: retrying at once would spin.
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                        continue;
+                    }
+                };
                 let scrape = Arc::clone(&scrape);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
+                let connection = http.serve_connection(
+                    hyper_util::rt::TokioIo::new(stream),
+                    hyper::service::service_fn(move |request| {
                         let scrape = Arc::clone(&scrape);
                         async move { Ok::<_, Infallible>(route(&scrape, &request)) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                    }),
+                );
+                tokio::spawn(async move {
+                    let _ = connection.await;
                 });
             }
         }

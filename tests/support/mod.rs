@@ -188,6 +188,18 @@ pub fn driver(mode: &str, env: &[(&str, String)]) -> Process {
     Process::spawn(command)
 }
 
+/// Asks the driver whether a global `metrics` recorder is installed: `true` when taken.
+pub fn global_recorder_taken(driver: &mut Process) -> bool {
+    driver.send("global-recorder");
+    poll("the driver to report the global recorder", || {
+        driver.stdout().lines().find_map(|l| match l.trim() {
+            "global recorder taken" => Some(true),
+            "global recorder free" => Some(false),
+            _ => None,
+        })
+    })
+}
+
 /// A span as printed by rotel.
 #[derive(Debug, Default, Clone)]
 pub struct Span {
