@@ -108,6 +108,8 @@ pub(crate) struct Config {
     pub(crate) flush_interval: Duration,
     pub(crate) buffer_capacity: usize,
     pub(crate) buckets: Vec<f64>,
+    /// Live statistics for the HTTP endpoints, fed by the pump (set by the telemetry pipeline).
+    pub(crate) live: Option<Arc<crate::live::LiveStats>>,
 }
 
 impl Default for Config {
@@ -129,6 +131,7 @@ impl Default for Config {
             flush_interval: Duration::from_millis(200),
             buffer_capacity: 4096,
             buckets: crate::names::DEFAULT_BUCKETS.to_vec(),
+            live: None,
         }
     }
 }
@@ -314,6 +317,17 @@ impl Builder {
         check_range("buffer_capacity", capacity as u128, 64, 1 << 24)?;
         self.config.buffer_capacity = capacity;
         Ok(self)
+    }
+
+    /// Feeds these live statistics too (the HTTP endpoints of the telemetry pipeline).
+    pub(crate) fn with_live(mut self, live: Arc<crate::live::LiveStats>) -> Self {
+        self.config.live = Some(live);
+        self
+    }
+
+    /// The series cap, which also bounds the live statistics.
+    pub(crate) fn max_series(&self) -> usize {
+        self.config.max_series
     }
 
     /// Builds the layer and starts its background thread.

@@ -121,6 +121,8 @@ pub(crate) struct Pump {
     folded_durations: Option<FoldCounter>,
     folded_marks: Option<FoldCounter>,
     dropped: Option<metrics::Counter>,
+    /// Finished commands for the live statistics, handed over once per drain.
+    live: Vec<crate::live::Finished>,
 }
 
 /// What a drain needs to read besides the pump itself.
@@ -151,6 +153,7 @@ impl Pump {
             folded_durations: None,
             folded_marks: None,
             dropped,
+            live: Vec::new(),
         }
     }
 
@@ -176,6 +179,14 @@ impl Pump {
         consumers.retain(|c| !(c.is_abandoned() && c.is_empty()));
         self.consumers = consumers;
         self.publish(cx);
+        if let Some(live) = &cx.config.live {
+            let active = self
+                .commands
+                .iter()
+                .enumerate()
+                .filter_map(|(id, state)| Some((id as u32, state.as_ref()?.active)));
+            live.ingest(cx.registry, &mut self.live, active);
+        }
     }
 
     fn apply(&mut self, cx: &Context<'_>, record: Record) {
@@ -195,6 +206,13 @@ impl Pump {
                 let state = self.command(cx, command);
                 state.active -= 1;
                 let error = error.map(|id| capped_error_type(state, id, cx.config.max_error_types));
+                if cx.config.live.is_some() {
+                    self.live.push(crate::live::Finished {
+                        command,
+                        error,
+                        duration_ns,
+                    });
+                }
                 let series = self.series(cx, entry, error);
                 series.duration.record(seconds(duration_ns));
                 if let Some(busy) = &series.busy {
