@@ -42,9 +42,7 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
     }
     head.push_str("Content-Length: 0\r\n\r\n");
     stream.write_all(head.as_bytes()).expect("write");
-    let mut raw = Vec::new();
-    let _ = stream.read_to_end(&mut raw);
-    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let raw = String::from_utf8_lossy(&read_response(&mut stream)).into_owned();
     let (head, body) = raw
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no response head: {raw:?}"));
@@ -70,6 +68,31 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
         status,
         headers,
         body,
+    }
+}
+
+/// Reads a response: up to its `Content-Length` when given (some servers keep the
+/// connection open), else to the end of the stream.
+fn read_response(stream: &mut TcpStream) -> Vec<u8> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if let Some(length) = length {
+                if raw.len() >= end + 4 + length {
+                    return raw;
+                }
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return raw,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
     }
 }
 
