@@ -272,3 +272,83 @@ fn token_is_required_everywhere_but_the_probes() {
         assert_eq!(get(addr, probe).status, 200, "{probe} needs no token");
     }
 }
+
+#[test]
+fn p95_objective_from_the_environment_degrades_health_when_commands_are_slow() {
+    let (mut driver, addr) = start(&[
+        ("SPANMETRICS_HEALTH_P95_WARN_MS", "50"),
+        ("SPANMETRICS_HEALTH_P95_FAIL_MS", "5000"),
+    ]);
+    run(&mut driver, "roll:ok:3", 0);
+    let h = get(addr, "/health").json();
+    assert_eq!(h["checks"]["p95_latency"]["status"], "pass", "{h}");
+    assert_eq!(h["checks"]["p95_latency"]["threshold"], 0.05);
+
+    run(&mut driver, "roll:slow:3", 1);
+    let reply = get(addr, "/health");
+    assert_eq!(reply.status, 200, "degraded is still 200: {}", reply.body);
+    let h = reply.json();
+    assert_eq!(h["status"], "degraded");
+    let check = &h["checks"]["p95_latency"];
+    assert_eq!(check["status"], "warn");
+    assert!(f(&check["value"]) >= 0.15 * 0.9, "{check}");
+    assert_eq!(check["fail"], 5.0);
+}
+
+#[test]
+fn failing_exports_make_the_service_not_ready_and_degraded() {
+    // Nothing listens on this port: every metrics export fails.
+    let closed = free_port();
+    let endpoint = format!("http://127.0.0.1:{closed}");
+    let (_driver, addr) = start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "500"),
+    ]);
+    let ready = poll("/health/ready to report the failing export", || {
+        let reply = get(addr, "/health/ready");
+        (reply.status == 503).then_some(reply)
+    });
+    let body = ready.json();
+    assert_eq!(body["status"], "not_ready");
+    assert!(body["failing_exports"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("metrics")));
+    let h = get(addr, "/health").json();
+    assert_eq!(h["checks"]["export"]["status"], "warn", "{h}");
+    assert_eq!(h["status"], "degraded");
+    assert_eq!(get(addr, "/health/live").status, 200);
+}
+
+#[test]
+fn listening_beyond_loopback_without_a_token_logs_a_warning() {
+    let warning = "no token is set";
+    let driver = driver(
+        "none",
+        &[("SPANMETRICS_PROMETHEUS_LISTEN", "0.0.0.0:0".to_owned())],
+    );
+    driver_addr(&driver);
+    poll("the warning", || {
+        driver.stderr().contains(warning).then_some(())
+    });
+
+    // The warning is logged before the start-up line, so once that is there it would be too.
+    let started = |p: &Process| p.stderr().contains("Prometheus metrics on").then_some(());
+    let driver = driver_with_token();
+    poll("the start-up line", || started(&driver));
+    assert!(!driver.stderr().contains(warning), "{}", driver.stderr());
+    let local = start(&[]).0;
+    poll("the start-up line", || started(&local));
+    assert!(!local.stderr().contains(warning), "{}", local.stderr());
+}
+
+fn driver_with_token() -> Process {
+    driver(
+        "none",
+        &[
+            ("SPANMETRICS_PROMETHEUS_LISTEN", "0.0.0.0:0".to_owned()),
+            ("SPANMETRICS_HTTP_TOKEN", "a-long-token".to_owned()),
+        ],
+    )
+}

@@ -114,6 +114,13 @@ pub enum InitError {
 /// | `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION` | `base2_exponential_bucket_histogram`, `explicit_bucket_histogram` (100 µs … 60 s) | `base2_exponential_bucket_histogram` |
 /// | `SPANMETRICS_PROMETHEUS_LISTEN` | `host:port` (port `0` picks a free one), `off` | `127.0.0.1:9464` |
 /// | `RUST_LOG` | `tracing` directives; filters only the log output, never the metrics or traces | `info` |
+/// | `SPANMETRICS_HTTP_TOKEN` | 8…256 printable ASCII characters: bearer token for every endpoint but `/health/live` and `/health/ready` | none |
+/// | `SPANMETRICS_HEALTH_*`, `SPANMETRICS_STREAM_INTERVAL_MS`, `SPANMETRICS_SLOW_MS` | see [`HealthObjectives`] and the README | |
+///
+/// The listener also serves `/health`, `/health/live`, `/health/ready`, `/api/commands`,
+/// `/api/commands/recent`, `/api/stream` and a dashboard page at `/`, from per-command
+/// statistics kept in bounded rolling windows (1 s / 10 s / 1 min buckets; percentiles from a
+/// log-linear histogram with 4 bins per doubling, within about ±9%).
 ///
 /// A bad value gives [`InitError::InvalidEnv`] naming the variable, the value and what is
 /// accepted. Logs go to stderr.
@@ -503,13 +510,14 @@ impl Installer {
             None => None,
         };
         let prometheus_addr = server.as_ref().map(|s| s.addr);
-        self.log_start(prometheus_addr);
+        // Before the start-up lines, so whoever reads those has seen it too.
         if let Some(addr) = prometheus_addr {
             let token = self.live_env.token.is_some() || self.builder.http_token.0.is_some();
             if !addr.ip().is_loopback() && !token {
                 tracing::warn!(target: "spanmetrics::telemetry", "the HTTP endpoints on {addr} are reachable from other hosts and no token is set: anyone who can connect sees the metrics and the dashboard. Set SPANMETRICS_HTTP_TOKEN (or TelemetryBuilder::with_http_token), or listen on 127.0.0.1");
             }
         }
+        self.log_start(prometheus_addr);
         Ok(TelemetryGuard::new(
             spanmetrics,
             prometheus_addr,
