@@ -17,8 +17,7 @@ pub(crate) mod sse;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing_core::span::Id;
@@ -30,9 +29,11 @@ use crate::registry::{Registry, OTHER_ID};
 pub(crate) const MAX_COMMANDS: usize = 256;
 /// Failed (and, separately, slow) commands kept for `/api/commands/recent`.
 pub(crate) const RECENT_CAPACITY: usize = 100;
-/// Failed or slow commands waiting for the pump; more are not captured (only their trace
-/// ids are lost: they are still counted).
-const NOTABLE_CHANNEL: usize = 256;
+/// Failed or slow commands waiting for the pump; beyond it the oldest are forgotten (they
+/// are still counted, only their entries in the recent lists are lost).
+const NOTABLE_QUEUE: usize = 256;
+/// Attempts at the queue's lock before a capture gives up (it never waits).
+const NOTABLE_ATTEMPTS: usize = 16;
 /// Calls in the 5 minute window before a command's own p95 raises its slow threshold.
 const MIN_CALLS_FOR_SLOW_P95: u64 = 20;
 
@@ -305,7 +306,8 @@ struct Inner {
     error_names: HashMap<u16, Box<str>>,
     recent_errors: VecDeque<RecentItem>,
     recent_slow: VecDeque<RecentItem>,
-    notable: Receiver<Notable>,
+    /// Swapped with the capture queue on each drain, so neither side allocates.
+    spare: VecDeque<Notable>,
 }
 
 /// Live per-command statistics shared by the pump (writer) and the HTTP endpoints (readers).
@@ -315,7 +317,7 @@ pub(crate) struct LiveStats {
     slow_floor_ns: u64,
     /// Per registry command id: the duration from which a command counts as slow.
     thresholds: boxcar::Vec<AtomicU64>,
-    notable: SyncSender<Notable>,
+    notable: Mutex<VecDeque<Notable>>,
     inner: Mutex<Inner>,
 }
 
@@ -329,20 +331,19 @@ impl LiveStats {
     /// `max_commands` is capped at [`MAX_COMMANDS`]; commands taking at least `slow_floor`
     /// (and at least their own p95 over 5 minutes, once known) are listed as slow.
     pub(crate) fn new(max_commands: usize, slow_floor: Duration) -> Self {
-        let (notable, receiver) = std::sync::mpsc::sync_channel(NOTABLE_CHANNEL);
         Self {
             started: Instant::now(),
             max_commands: max_commands.clamp(1, MAX_COMMANDS),
             slow_floor_ns: u64::try_from(slow_floor.as_nanos()).unwrap_or(u64::MAX),
             thresholds: boxcar::Vec::new(),
-            notable,
+            notable: Mutex::new(VecDeque::with_capacity(NOTABLE_QUEUE)),
             inner: Mutex::new(Inner {
                 slots: Vec::new(),
                 commands: Vec::new(),
                 error_names: HashMap::new(),
                 recent_errors: VecDeque::with_capacity(RECENT_CAPACITY),
                 recent_slow: VecDeque::with_capacity(RECENT_CAPACITY),
-                notable: receiver,
+                spare: VecDeque::with_capacity(NOTABLE_QUEUE),
             }),
         }
     }
@@ -388,8 +389,21 @@ impl LiveStats {
             at: SystemTime::now(),
             trace,
         };
-        match self.notable.try_send(notable) {
-            Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+        // Never waits: the lock is held only to push or to swap queues. The newest wins.
+        for _ in 0..NOTABLE_ATTEMPTS {
+            let mut queue = match self.notable.try_lock() {
+                Ok(queue) => queue,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    std::hint::spin_loop();
+                    continue;
+                }
+            };
+            if queue.len() == NOTABLE_QUEUE {
+                queue.pop_front();
+            }
+            queue.push_back(notable);
+            return;
         }
     }
 
@@ -460,14 +474,18 @@ impl LiveStats {
             let slot = self.slot(inner, registry, command);
             inner.commands[slot].active += count.max(0);
         }
-        while let Ok(n) = inner.notable.try_recv() {
-            let slot = self.slot(inner, registry, n.command);
+        std::mem::swap(
+            &mut *self.notable.lock().unwrap_or_else(PoisonError::into_inner),
+            &mut inner.spare,
+        );
+        while let Some(n) = inner.spare.pop_front() {
             let error_type = n.error.map(|e| {
                 Self::error_name(inner, registry, e);
                 inner.error_names.get(&e).cloned().unwrap_or_default()
             });
+            // The real name even when the row is folded: the list is bounded anyway.
             let item = RecentItem {
-                command: inner.commands[slot].name.clone(),
+                command: registry.command(n.command).name.clone(),
                 error_type,
                 duration_ns: n.duration_ns,
                 at: n.at,
