@@ -1,11 +1,13 @@
 //! In process, through `Telemetry::builder()`: however many distinct commands and failures
 //! there are, the live statistics keep at most 256 rows (the rest folded into `_OTHER`, with
-//! exact totals) and at most 100 recent failures.
+//! exact totals) and at most 100 recent failures; commands in flight and the builder's health
+//! objectives show up in `/api/commands` and `/health`.
 
 mod http;
 mod support;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use http::get;
 
@@ -27,6 +29,12 @@ fn many_commands_fold_into_other_and_recent_failures_stay_capped() {
         .with_env(Vec::new())
         .with_prometheus_listen(Some(SocketAddr::from(([127, 0, 0, 1], 0))))
         .with_default_log_filter("off")
+        .with_health_objectives(
+            spanmetrics::HealthObjectives::default()
+                .with_success_rate(0.2, 0.1)
+                .with_max_in_flight(0, 10)
+                .with_command_p95("cmd-000", Duration::from_secs(5), Duration::from_secs(10)),
+        )
         .install()
         .expect("install");
     let addr = guard.prometheus_addr().expect("listening");
@@ -74,6 +82,31 @@ fn many_commands_fold_into_other_and_recent_failures_stay_capped() {
     // Newest first, by their own names even when their rows are folded.
     assert_eq!(items[0]["command"], "cmd-399");
     assert_eq!(items[99]["command"], "cmd-300");
+
+    // Objectives from the builder: half the calls failed, above the 20% / 10% floor given.
+    let h = get(addr, "/health").json();
+    assert_eq!(h["checks"]["success_rate"]["status"], "pass", "{h}");
+    assert_eq!(h["checks"]["success_rate"]["warn"], 0.2);
+    assert_eq!(h["checks"]["p95_latency:cmd-000"]["status"], "pass");
+    assert!(h["checks"]["p95_latency:cmd-000"]["value"]
+        .as_f64()
+        .is_some());
+    assert_eq!(h["checks"]["in_flight"]["value"], 0);
+    assert_eq!(h["status"], "healthy");
+
+    // A command in flight: counted per command and in the totals, and over the objective.
+    let span = tracing::info_span!("held", command = "held");
+    let entered = span.enter();
+    let s = get(addr, "/api/commands?window=1m").json();
+    assert_eq!(s["totals"]["in_flight"], 1);
+    let h = get(addr, "/health").json();
+    assert_eq!(h["checks"]["in_flight"]["status"], "warn", "{h}");
+    assert_eq!(h["status"], "degraded");
+    drop(entered);
+    drop(span);
+    let s = get(addr, "/api/commands?window=1m").json();
+    assert_eq!(s["totals"]["in_flight"], 0);
+    assert_eq!(get(addr, "/health").json()["status"], "healthy");
 
     guard.shutdown().expect("shutdown");
 }
