@@ -4,7 +4,7 @@
 //!
 //! Usage: `command_driver [none|current-thread|multi-thread]`, then lines on stdin:
 //! - `run roll:ok:7,roll:Timeout:3,fetch:NotFound:2` runs those commands (command, outcome or
-//!   error type, count) and prints `done`;
+//!   error type, count) and prints `done`; the outcome `slow` succeeds after 150 ms;
 //! - `flush` forwards buffered measurements and prints `flushed`;
 //! - `global-recorder` prints `global recorder taken` when a global `metrics` recorder is
 //!   installed, else `global recorder free` (it installs a no-op one to find out);
@@ -34,6 +34,10 @@ impl std::error::Error for BotError {}
 fn outcome(wanted: &str) -> Result<u64, BotError> {
     match wanted {
         "ok" => Ok(4),
+        "slow" => {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            Ok(4)
+        }
         "Timeout" => Err(BotError::Timeout { after_ms: 5 }),
         _ => Err(BotError::NotFound),
     }

@@ -4,6 +4,7 @@
 #   ROTEL_AGENT  the OTLP collector (PyPI package `rotel`, in a venv at .venv)
 #   PROMETHEUS   the Prometheus server (Debian package `prometheus`)
 #   PROMTOOL     its linting tool
+#   CHROMIUM     headless browser for the dashboard test (Debian package `chromium`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,15 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends prometheus >&2
 fi
 
+if ! [ -x /usr/bin/chromium ]; then
+    echo "setup: installing chromium (apt)" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends chromium >&2
+fi
+
 echo "export ROTEL_AGENT=$(rotel_agent)"
 echo "export PROMETHEUS=$(command -v prometheus)"
 echo "export PROMTOOL=$(command -v promtool)"
+echo "export CHROMIUM=/usr/bin/chromium"

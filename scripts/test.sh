@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== test servers (rotel collector, prometheus, promtool)"
-# Exports ROTEL_AGENT, PROMETHEUS and PROMTOOL for the end-to-end tests; under CI=true a
+echo "== test servers and browser (rotel collector, prometheus, promtool, chromium)"
+# Exports ROTEL_AGENT, PROMETHEUS, PROMTOOL and CHROMIUM for the end-to-end tests; under CI=true a
 # missing one fails those tests instead of skipping them.
 eval "$(scripts/setup-test-deps.sh)"
 

@@ -112,6 +112,8 @@ pub(crate) struct Config {
     pub(crate) buffer_capacity: usize,
     pub(crate) overload_wait: Duration,
     pub(crate) buckets: Vec<f64>,
+    /// Live statistics for the HTTP endpoints, fed by the pump (set by the telemetry pipeline).
+    pub(crate) live: Option<Arc<crate::live::LiveStats>>,
 }
 
 impl Default for Config {
@@ -134,6 +136,7 @@ impl Default for Config {
             buffer_capacity: 4096,
             overload_wait: Duration::from_millis(2),
             buckets: crate::names::DEFAULT_BUCKETS.to_vec(),
+            live: None,
         }
     }
 }
@@ -353,6 +356,17 @@ impl Builder {
         check_range("overload_wait (ms)", wait.as_millis(), 0, 1_000)?;
         self.config.overload_wait = wait;
         Ok(self)
+    }
+
+    /// Feeds these live statistics too (the HTTP endpoints of the telemetry pipeline).
+    pub(crate) fn with_live(mut self, live: Arc<crate::live::LiveStats>) -> Self {
+        self.config.live = Some(live);
+        self
+    }
+
+    /// The series cap, which also bounds the live statistics.
+    pub(crate) fn max_series(&self) -> usize {
+        self.config.max_series
     }
 
     /// Builds the layer and starts its background thread.

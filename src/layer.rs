@@ -504,10 +504,14 @@ where
         } else {
             None
         };
+        let duration_ns = self.shared.clock.delta_as_nanos(state.start, now);
+        if let Some(live) = &self.shared.config.live {
+            live.on_close(&id, state.command, error, duration_ns);
+        }
         self.shared.record(Record::Finished {
             entry: state.entry,
             error,
-            duration_ns: self.shared.clock.delta_as_nanos(state.start, now),
+            duration_ns,
             busy_ns: state.busy_ns,
         });
     }

@@ -119,12 +119,14 @@ mod error_type;
 mod export;
 mod fields;
 mod layer;
+mod live;
 pub mod names;
 mod registry;
 mod telemetry;
 
 pub use config::{BuildError, Builder};
 pub use layer::{SpanMetricsHandle, SpanMetricsLayer};
+pub use live::health::HealthObjectives;
 pub use telemetry::{init, InitError, ShutdownError, Telemetry, TelemetryBuilder, TelemetryGuard};
 
 /// A layer with the default configuration: every span with a `command` field is a command,

@@ -159,6 +159,8 @@ pub(crate) struct Pump {
     /// Descriptions and the dropped counter are registered with the first records, not when
     /// the layer is built: a global recorder installed after the layer still gets them.
     described: bool,
+    /// Finished commands for the live statistics, handed over once per drain.
+    live: Vec<crate::live::Finished>,
 }
 
 /// What a drain needs to read besides the pump itself.
@@ -189,6 +191,7 @@ impl Pump {
             folded_marks: None,
             dropped: None,
             described: false,
+            live: Vec::new(),
         }
     }
 
@@ -220,6 +223,14 @@ impl Pump {
             self.described = true;
         }
         self.publish(cx);
+        if let Some(live) = &cx.config.live {
+            let active = self
+                .commands
+                .iter()
+                .enumerate()
+                .filter_map(|(id, state)| Some((id as u32, state.as_ref()?.active)));
+            live.ingest(cx.registry, &mut self.live, active);
+        }
     }
 
     fn apply(&mut self, cx: &Context<'_>, record: Record) {
@@ -239,6 +250,13 @@ impl Pump {
                 let state = self.command(cx, command);
                 state.active -= 1;
                 let error = error.map(|id| capped_error_type(state, id, cx.config.max_error_types));
+                if cx.config.live.is_some() {
+                    self.live.push(crate::live::Finished {
+                        command,
+                        error,
+                        duration_ns,
+                    });
+                }
                 let series = self.series(cx, entry, error);
                 series.duration.record(seconds(duration_ns));
                 if let Some(busy) = &series.busy {

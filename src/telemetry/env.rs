@@ -84,7 +84,7 @@ pub(crate) struct Env {
     vars: HashMap<String, String>,
 }
 
-type Parsed<T> = Result<T, &'static str>;
+pub(crate) type Parsed<T> = Result<T, &'static str>;
 
 impl Env {
     /// The process environment (variables that are not Unicode are reported when read).
@@ -119,7 +119,7 @@ impl Env {
     }
 
     /// The raw value, `None` when unset or empty (the OTel spec treats empty as unset).
-    fn raw(&self, name: &str) -> Option<&str> {
+    pub(crate) fn raw(&self, name: &str) -> Option<&str> {
         self.vars
             .get(name)
             .map(|v| v.trim())
@@ -127,7 +127,7 @@ impl Env {
     }
 
     /// Reads `name` with `parse`; the parser's `Err` is the description of accepted values.
-    fn get<T>(
+    pub(crate) fn get<T>(
         &self,
         name: &str,
         parse: impl Fn(&str) -> Parsed<T>,
@@ -319,7 +319,7 @@ fn parse_bool(v: &str) -> Parsed<bool> {
     }
 }
 
-fn parse_positive_millis(v: &str) -> Parsed<Duration> {
+pub(crate) fn parse_positive_millis(v: &str) -> Parsed<Duration> {
     v.parse::<u64>()
         .ok()
         .filter(|&ms| ms > 0)

@@ -3,6 +3,7 @@
 
 mod env;
 mod guard;
+mod live_env;
 mod names;
 mod otlp;
 mod process;
@@ -10,6 +11,7 @@ mod prometheus;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
@@ -25,7 +27,32 @@ pub use guard::{ShutdownError, TelemetryGuard};
 use self::guard::ExportRuntime;
 
 use self::env::{Env, Protocol, Settings};
+use self::live_env::LiveEnv;
 use self::otlp::ExportStats;
+use crate::live::api::Api;
+use crate::live::LiveStats;
+use crate::HealthObjectives;
+
+/// Default interval of `/api/stream` summaries.
+const DEFAULT_STREAM_INTERVAL: Duration = Duration::from_secs(1);
+/// Default floor of the slow threshold of `/api/commands/recent?outcome=slow`.
+const DEFAULT_SLOW_THRESHOLD: Duration = Duration::from_millis(100);
+/// Clients of `/api/stream` at a time.
+const MAX_STREAM_CLIENTS: usize = 16;
+
+/// A secret kept out of `Debug` output.
+#[derive(Clone, Default)]
+struct Secret(Option<String>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Some(<redacted>)"
+        } else {
+            "None"
+        })
+    }
+}
 
 /// Why the pipeline could not be set up. Nothing is installed when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -102,9 +129,16 @@ pub enum InitError {
 /// | `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION` | `base2_exponential_bucket_histogram`, `explicit_bucket_histogram` (100 µs … 60 s) | `base2_exponential_bucket_histogram` |
 /// | `SPANMETRICS_PROMETHEUS_LISTEN` | `host:port` (port `0` picks a free one), `off` (`off`: no Prometheus recorder is built and no global `metrics` recorder installed) | `127.0.0.1:9464` |
 /// | `RUST_LOG` | `tracing` directives; filters only the log output, never the metrics or traces | `TelemetryBuilder::with_default_log_filter`, else `info` |
+/// | `SPANMETRICS_HTTP_TOKEN` | 8…256 printable ASCII characters: bearer token for every endpoint but `/health/live` and `/health/ready` | none |
+/// | `SPANMETRICS_HEALTH_*`, `SPANMETRICS_STREAM_INTERVAL_MS`, `SPANMETRICS_SLOW_MS` | see [`HealthObjectives`] and the README | |
 /// | `OTEL_BSP_*`, `OTEL_SPAN_*_COUNT_LIMIT` | not checked here: the OpenTelemetry SDK reads them from the process environment itself | the SDK's |
 ///
 /// The OTLP exporter itself also reads `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_EXPORTER_OTLP_COMPRESSION` (and their `_TRACES_`/`_METRICS_` forms) from the process environment, even when the settings come from `TelemetryBuilder::with_env`: process headers are added to the configured ones, and a compression other than `none` is ignored with a warning.
+///
+/// The listener also serves `/health`, `/health/live`, `/health/ready`, `/api/commands`,
+/// `/api/commands/recent`, `/api/stream` and a dashboard page at `/`, from per-command
+/// statistics kept in bounded rolling windows (1 s / 10 s / 1 min buckets; percentiles from a
+/// log-linear histogram with 4 bins per doubling, within about ±9%).
 ///
 /// A bad value gives [`InitError::InvalidEnv`] naming the variable, the value and what is
 /// accepted. Logs go to stderr.
@@ -143,6 +177,10 @@ pub struct TelemetryBuilder {
     prometheus_listen: Option<Option<SocketAddr>>,
     env: Option<Vec<(String, String)>>,
     default_log_filter: Option<String>,
+    http_token: Secret,
+    health: Option<HealthObjectives>,
+    stream_interval: Option<Duration>,
+    slow_threshold: Option<Duration>,
 }
 
 impl TelemetryBuilder {
@@ -180,6 +218,38 @@ impl TelemetryBuilder {
         self
     }
 
+    /// Bearer token required by every endpoint of the listener except `/health/live` and
+    /// `/health/ready` (as `Authorization: Bearer <token>`, or a `token` query parameter).
+    /// `SPANMETRICS_HTTP_TOKEN` wins over it. Without a token, binding to an address other
+    /// than loopback logs a warning.
+    pub fn with_http_token(mut self, token: impl Into<String>) -> Self {
+        self.http_token = Secret(Some(token.into()));
+        self
+    }
+
+    /// Objectives of `/health` (default: [`HealthObjectives::default`]). The
+    /// `SPANMETRICS_HEALTH_*` variables win over them.
+    pub fn with_health_objectives(mut self, objectives: HealthObjectives) -> Self {
+        self.health = Some(objectives);
+        self
+    }
+
+    /// How often `/api/stream` sends a summary (default 1 s, clamped to 100 ms … 60 s;
+    /// `SPANMETRICS_STREAM_INTERVAL_MS` wins).
+    pub fn with_stream_interval(mut self, interval: Duration) -> Self {
+        self.stream_interval =
+            Some(interval.clamp(Duration::from_millis(100), Duration::from_secs(60)));
+        self
+    }
+
+    /// Commands taking at least this long (and at least their own p95 over 5 minutes) are
+    /// listed by `/api/commands/recent?outcome=slow` (default 100 ms; `SPANMETRICS_SLOW_MS`
+    /// wins).
+    pub fn with_slow_threshold(mut self, threshold: Duration) -> Self {
+        self.slow_threshold = Some(threshold);
+        self
+    }
+
     /// Reads the settings from these variables instead of the process environment.
     pub fn with_env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
         self.env = Some(vars.into_iter().collect());
@@ -210,12 +280,14 @@ impl TelemetryBuilder {
             None => Env::from_process()?,
         };
         let settings = env.settings()?;
+        let live_env = live_env::settings(&env)?;
         if tracing::dispatcher::has_been_set() {
             return Err(InitError::AlreadyInstalled);
         }
         Installer {
             builder: self,
             settings,
+            live_env,
         }
         .install()
     }
@@ -224,6 +296,7 @@ impl TelemetryBuilder {
 struct Installer {
     builder: TelemetryBuilder,
     settings: Settings,
+    live_env: LiveEnv,
 }
 
 /// Crates of the export machinery (as `tracing` targets: the crate name, or the package name
@@ -374,6 +447,18 @@ impl Installer {
             Some(recorder) => layer.with_recorder(Arc::clone(recorder)),
             None => layer.without_recorder(),
         };
+        // Live statistics for the HTTP endpoints, when there is a listener to serve them.
+        let live = listener.as_ref().map(|_| {
+            let slow = self
+                .live_env
+                .slow_threshold
+                .or(self.builder.slow_threshold)
+                .unwrap_or(DEFAULT_SLOW_THRESHOLD);
+            Arc::new(LiveStats::new(layer.max_series(), slow))
+        });
+        if let Some(live) = &live {
+            layer = layer.with_live(Arc::clone(live));
+        }
         layer = match &otlp.meter {
             Some(provider) => layer.with_meter_provider(provider),
             None => layer.without_meter(),
@@ -391,7 +476,37 @@ impl Installer {
         // leaves nothing behind.
         let server = match (listener, &recorder) {
             (Some(listener), Some(recorder)) => {
+                let api = live.map(|live| {
+                    let (traces, metrics) = (trace_stats.clone(), metric_stats.clone());
+                    Arc::new(Api {
+                        live,
+                        spanmetrics: spanmetrics.clone(),
+                        objectives: self
+                            .live_env
+                            .objectives(self.builder.health.clone().unwrap_or_default()),
+                        token: self
+                            .live_env
+                            .token
+                            .clone()
+                            .or_else(|| self.builder.http_token.0.clone()),
+                        failing_exports: Box::new(move || {
+                            [("traces", &traces), ("metrics", &metrics)]
+                                .into_iter()
+                                .filter(|(_, s)| s.is_failing())
+                                .map(|(name, _)| name)
+                                .collect()
+                        }),
+                        stream_interval: self
+                            .live_env
+                            .stream_interval
+                            .or(self.builder.stream_interval)
+                            .unwrap_or(DEFAULT_STREAM_INTERVAL),
+                        max_stream_clients: MAX_STREAM_CLIENTS,
+                        stream_clients: Arc::default(),
+                    })
+                });
                 let scrape = Arc::new(prometheus::Scrape {
+                    api,
                     handle: recorder.handle(),
                     recorder: Arc::clone(recorder),
                     spanmetrics: spanmetrics.clone(),
@@ -454,6 +569,13 @@ impl Installer {
         }
 
         let prometheus_addr = server.as_ref().map(|s| s.addr);
+        // Before the start-up lines, so whoever reads those has seen it too.
+        if let Some(addr) = prometheus_addr {
+            let token = self.live_env.token.is_some() || self.builder.http_token.0.is_some();
+            if !addr.ip().is_loopback() && !token {
+                tracing::warn!(target: "spanmetrics::telemetry", "the HTTP endpoints on {addr} are reachable from other hosts and no token is set: anyone who can connect sees the metrics and the dashboard. Set SPANMETRICS_HTTP_TOKEN (or TelemetryBuilder::with_http_token), or listen on 127.0.0.1");
+            }
+        }
         self.log_start(prometheus_addr);
         Ok(TelemetryGuard::new(
             spanmetrics,
@@ -471,7 +593,9 @@ impl Installer {
         let s = &self.settings;
         const T: &str = "spanmetrics::telemetry";
         match prometheus {
-            Some(addr) => tracing::info!(target: T, "Prometheus metrics on http://{addr}/metrics"),
+            Some(addr) => {
+                tracing::info!(target: T, "Prometheus metrics on http://{addr}/metrics, health on http://{addr}/health, dashboard on http://{addr}/")
+            }
             None => tracing::info!(target: T, "Prometheus endpoint off"),
         }
         if s.sdk_disabled {

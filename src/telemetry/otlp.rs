@@ -31,6 +31,11 @@ pub(crate) struct ExportStats {
 }
 
 impl ExportStats {
+    /// Whether the latest export of this signal failed.
+    pub(crate) fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
     fn observe(&self, signal: &'static str, endpoint: &str, result: &OTelSdkResult, items: usize) {
         match result {
             Ok(()) => {

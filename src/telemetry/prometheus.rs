@@ -10,14 +10,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 use metrics::{Key, Label, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use super::names;
 use super::otlp::ExportStats;
+use crate::live::api::{self, Api, Body};
 use crate::SpanMetricsHandle;
 
 /// How often histogram samples are drained into their buckets (the recorder's upkeep).
@@ -26,6 +25,8 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The pause after a failed `accept` (e.g. out of file descriptors), instead of retrying at once.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Largest request head read, in bytes.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
 /// Builds the recorder: every histogram gets the default buckets (100 µs … 60 s).
 pub(crate) fn recorder() -> PrometheusRecorder {
@@ -62,6 +63,8 @@ pub(crate) fn spawn_upkeep(recorder: &Arc<PrometheusRecorder>) -> std::io::Resul
 
 /// What a scrape reads.
 pub(crate) struct Scrape {
+    /// The health, API and dashboard endpoints.
+    pub(crate) api: Option<Arc<Api>>,
     pub(crate) handle: PrometheusHandle,
     pub(crate) recorder: Arc<PrometheusRecorder>,
     pub(crate) spanmetrics: SpanMetricsHandle,
@@ -180,7 +183,9 @@ async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     // Slow or silent clients are disconnected instead of holding a descriptor forever.
     http.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // Requests are small: a larger head gets a 431 from hyper.
+        .max_buf_size(MAX_REQUEST_HEAD);
     loop {
         tokio::select! {
             _ = &mut stopped => break,
@@ -209,34 +214,48 @@ async fn serve(
     }
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
-    }
-    response
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    api::respond(status, content_type, body)
 }
 
-/// The endpoints.
-fn route<B>(scrape: &Scrape, request: &Request<B>) -> Response<Full<Bytes>> {
-    match (request.method(), request.uri().path()) {
+/// The endpoints: `/metrics`, and those of [`Api`] (health probes without a token).
+fn route<B>(scrape: &Scrape, request: &Request<B>) -> Response<Body> {
+    let (method, uri) = (request.method(), request.uri());
+    if let Some(response) = Api::precheck(uri) {
+        return response;
+    }
+    if let Some(api) = &scrape.api {
+        if let Some(response) = api.probe(method, uri) {
+            return response;
+        }
+        if !api.authorised(uri, request.headers()) {
+            let mut response = api::error(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is required (Authorization: Bearer <token>)",
+            );
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+    }
+    match (method, uri.path()) {
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             scrape.render(),
         ),
-        (_, "/metrics") => text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "use GET\n".into(),
-        ),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found; try /metrics\n".into(),
-        ),
+        (_, "/metrics") => api::method_not_allowed(),
+        _ => scrape
+            .api
+            .as_ref()
+            .and_then(|api| api.route(method, uri))
+            .unwrap_or_else(|| {
+                api::error(
+                    StatusCode::NOT_FOUND,
+                    "not found; try /metrics, /health, /api/commands or /",
+                )
+            }),
     }
 }

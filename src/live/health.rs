@@ -1,0 +1,265 @@
+//! Health objectives and their evaluation over a sliding window.
+
+use std::time::Duration;
+
+use super::{json, LiveStats, WindowSpec};
+
+/// What `/health` checks, evaluated over a sliding window (default 5 minutes), so the status
+/// recovers by itself once a problem stops.
+///
+/// | Check | Default | Environment |
+/// |---|---|---|
+/// | `success_rate` (all commands) | warn below 0.95, fail below 0.90, judged from 10 calls in the window | `SPANMETRICS_HEALTH_SUCCESS_WARN`, `SPANMETRICS_HEALTH_SUCCESS_FAIL`, `SPANMETRICS_HEALTH_MIN_CALLS` |
+/// | `p95_latency` (all commands) | off | `SPANMETRICS_HEALTH_P95_WARN_MS`, `SPANMETRICS_HEALTH_P95_FAIL_MS` |
+/// | `p95_latency:<command>` | off | builder only ([`HealthObjectives::with_command_p95`]) |
+/// | `in_flight` (commands running now) | off | `SPANMETRICS_HEALTH_IN_FLIGHT_WARN`, `SPANMETRICS_HEALTH_IN_FLIGHT_FAIL` |
+/// | `export` (OTLP exporters) | warn while an exporter is failing | |
+///
+/// The window is `SPANMETRICS_HEALTH_WINDOW` (`30s`, `5m`, `1h`; 1 s … 1 h); windows up to a
+/// minute have 1 s steps, up to 5 minutes 10 s steps, beyond that 1 minute steps. The
+/// environment wins over the builder. Any failing check makes the status `unhealthy` (HTTP
+/// 503), any warning `degraded` (HTTP 200).
+///
+/// ```
+/// use std::time::Duration;
+/// use spanmetrics::HealthObjectives;
+///
+/// let objectives = HealthObjectives::default()
+///     .with_window(Duration::from_secs(120))
+///     .with_success_rate(0.99, 0.95)
+///     .with_p95(Duration::from_millis(500), Duration::from_secs(2))
+///     .with_command_p95("roll", Duration::from_millis(50), Duration::from_millis(200));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[must_use]
+pub struct HealthObjectives {
+    pub(crate) window: Duration,
+    pub(crate) success_warn: f64,
+    pub(crate) success_fail: f64,
+    pub(crate) min_calls: u64,
+    pub(crate) p95: Option<(Duration, Duration)>,
+    pub(crate) command_p95: Vec<(String, Duration, Duration)>,
+    pub(crate) in_flight: Option<(u64, u64)>,
+}
+
+impl Default for HealthObjectives {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(300),
+            success_warn: 0.95,
+            success_fail: 0.90,
+            min_calls: 10,
+            p95: None,
+            command_p95: Vec::new(),
+            in_flight: None,
+        }
+    }
+}
+
+/// At most this many per-command latency objectives.
+const MAX_COMMAND_OBJECTIVES: usize = 64;
+
+impl HealthObjectives {
+    /// The sliding window (clamped to 1 s … 1 h).
+    pub fn with_window(mut self, window: Duration) -> Self {
+        self.window = window.clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        self
+    }
+
+    /// Success rate (0…1) below which the status is degraded (`warn`) or unhealthy (`fail`).
+    /// Values are clamped to 0…1, and `fail` to at most `warn`.
+    pub fn with_success_rate(mut self, warn: f64, fail: f64) -> Self {
+        let clamp = |v: f64| if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) };
+        self.success_warn = clamp(warn);
+        self.success_fail = clamp(fail).min(self.success_warn);
+        self
+    }
+
+    /// Calls needed in the window before the success rate is judged (default 10).
+    pub fn with_min_calls(mut self, calls: u64) -> Self {
+        self.min_calls = calls.max(1);
+        self
+    }
+
+    /// p95 latency of all commands above which the status is degraded or unhealthy.
+    pub fn with_p95(mut self, warn: Duration, fail: Duration) -> Self {
+        self.p95 = Some((warn, fail.max(warn)));
+        self
+    }
+
+    /// p95 latency objective of one command (at most 64 such objectives; more are ignored).
+    pub fn with_command_p95(
+        mut self,
+        command: impl Into<String>,
+        warn: Duration,
+        fail: Duration,
+    ) -> Self {
+        if self.command_p95.len() < MAX_COMMAND_OBJECTIVES {
+            self.command_p95
+                .push((command.into(), warn, fail.max(warn)));
+        }
+        self
+    }
+
+    /// Commands in flight above which the status is degraded or unhealthy.
+    pub fn with_max_in_flight(mut self, warn: u64, fail: u64) -> Self {
+        self.in_flight = Some((warn, fail.max(warn)));
+        self
+    }
+}
+
+/// Result of one check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Level {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl Level {
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Pass => "pass",
+            Level::Warn => "warn",
+            Level::Fail => "fail",
+        }
+    }
+}
+
+struct Check {
+    name: String,
+    level: Level,
+    value: Option<f64>,
+    warn: f64,
+    fail: f64,
+    unit: &'static str,
+}
+
+/// Higher is worse: `value > warn` warns, `value > fail` fails.
+fn above(name: String, value: Option<f64>, warn: f64, fail: f64, unit: &'static str) -> Check {
+    let level = match value {
+        Some(v) if v > fail => Level::Fail,
+        Some(v) if v > warn => Level::Warn,
+        _ => Level::Pass,
+    };
+    Check {
+        name,
+        level,
+        value,
+        warn,
+        fail,
+        unit,
+    }
+}
+
+/// The outcome of evaluating every objective.
+pub(crate) struct Evaluation {
+    pub(crate) level: Level,
+    pub(crate) json: String,
+}
+
+/// Evaluates the objectives; `failing_exports` names the OTLP signals currently failing.
+pub(crate) fn evaluate(
+    live: &LiveStats,
+    objectives: &HealthObjectives,
+    failing_exports: &[&'static str],
+) -> Evaluation {
+    let window = WindowSpec::covering(objectives.window);
+    let summary = live.summary(window);
+    let mut checks = Vec::new();
+
+    let rate = summary.all.success_rate();
+    let judged = summary.all.calls >= objectives.min_calls;
+    let level = match rate {
+        Some(r) if judged && r < objectives.success_fail => Level::Fail,
+        Some(r) if judged && r < objectives.success_warn => Level::Warn,
+        _ => Level::Pass,
+    };
+    checks.push(Check {
+        name: "success_rate".into(),
+        level,
+        value: rate,
+        warn: objectives.success_warn,
+        fail: objectives.success_fail,
+        unit: "ratio",
+    });
+    if let Some((warn, fail)) = objectives.p95 {
+        checks.push(above(
+            "p95_latency".into(),
+            summary.all.quantile_seconds(0.95),
+            warn.as_secs_f64(),
+            fail.as_secs_f64(),
+            "seconds",
+        ));
+    }
+    for (command, warn, fail) in &objectives.command_p95 {
+        let value = summary
+            .commands
+            .iter()
+            .find(|c| &*c.name == command)
+            .and_then(|c| c.window.quantile_seconds(0.95));
+        checks.push(above(
+            format!("p95_latency:{command}"),
+            value,
+            warn.as_secs_f64(),
+            fail.as_secs_f64(),
+            "seconds",
+        ));
+    }
+    if let Some((warn, fail)) = objectives.in_flight {
+        checks.push(above(
+            "in_flight".into(),
+            Some(summary.active as f64),
+            warn as f64,
+            fail as f64,
+            "commands",
+        ));
+    }
+    checks.push(Check {
+        name: "export".into(),
+        level: if failing_exports.is_empty() {
+            Level::Pass
+        } else {
+            Level::Warn
+        },
+        value: Some(failing_exports.len() as f64),
+        warn: 0.0,
+        fail: f64::INFINITY,
+        unit: "failing exporters",
+    });
+
+    let level = checks.iter().map(|c| c.level).max().unwrap_or(Level::Pass);
+    let status = match level {
+        Level::Pass => "healthy",
+        Level::Warn => "degraded",
+        Level::Fail => "unhealthy",
+    };
+    let json = json::object(|o| {
+        o.str("status", status)
+            .str(
+                "timestamp",
+                &super::api::rfc3339(std::time::SystemTime::now()),
+            )
+            .num("uptime_s", summary.uptime.as_secs_f64())
+            .int("window_s", window.seconds())
+            .int("calls_in_window", summary.all.calls)
+            .object("checks", |o| {
+                for check in &checks {
+                    o.object(&check.name, |o| {
+                        let threshold = if check.level == Level::Fail {
+                            check.fail
+                        } else {
+                            check.warn
+                        };
+                        o.str("status", check.level.as_str())
+                            .opt_num("value", check.value)
+                            .num("threshold", threshold)
+                            .num("warn", check.warn)
+                            .num("fail", check.fail)
+                            .str("unit", check.unit);
+                    });
+                }
+            });
+    });
+    Evaluation { level, json }
+}
