@@ -297,7 +297,11 @@ impl SpanMetricsLayer {
             None => {}
         }
         if let Some(error_type) = &collected.error_type {
-            state.error_type = Some(self.shared.registry.error_types.intern(error_type.as_str()));
+            state.error_type = Some(self.shared.registry.intern_error_type(
+                state.command,
+                error_type.as_str(),
+                self.shared.config.max_error_types,
+            ));
             state.error_source = ErrorSource::SpanField;
         }
     }
@@ -464,7 +468,11 @@ where
                         }
                         (None, None) => names::DEFAULT_ERROR_TYPE,
                     };
-                    state.error_type = Some(registry.error_types.intern(error_type));
+                    state.error_type = Some(registry.intern_error_type(
+                        state.command,
+                        error_type,
+                        self.shared.config.max_error_types,
+                    ));
                     state.error_source = ErrorSource::Event;
                 }
             }
@@ -494,13 +502,19 @@ where
         }
         let registry = &self.shared.registry;
         let error = if std::thread::panicking() {
-            Some(registry.error_types.intern(names::PANIC_ERROR_TYPE))
+            Some(registry.intern_error_type(
+                state.command,
+                names::PANIC_ERROR_TYPE,
+                self.shared.config.max_error_types,
+            ))
         } else if state.failed {
-            Some(
-                state
-                    .error_type
-                    .unwrap_or_else(|| registry.error_types.intern(names::DEFAULT_ERROR_TYPE)),
-            )
+            Some(state.error_type.unwrap_or_else(|| {
+                registry.intern_error_type(
+                    state.command,
+                    names::DEFAULT_ERROR_TYPE,
+                    self.shared.config.max_error_types,
+                )
+            }))
         } else {
             None
         };

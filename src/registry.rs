@@ -15,8 +15,9 @@ pub(crate) const OVERFLOW_ENTRY: u32 = 0;
 pub(crate) const OVERFLOW_COMMAND: u32 = 0;
 /// Id standing for `_OTHER` in an [`Interner`].
 pub(crate) const OTHER_ID: u16 = u16::MAX;
-/// Distinct error types kept across all commands; beyond it every new one is `_OTHER`.
-const MAX_ERROR_TYPES: usize = 4096;
+/// Distinct error types kept across all commands (each command adds at most its own cap, so
+/// this is only reached with thousands of commands); beyond it every new one is `_OTHER`.
+const MAX_ERROR_TYPES: usize = 65_000;
 
 /// A capped set of strings with ids. Lookups take a read lock only; adding takes the write lock.
 #[derive(Debug)]
@@ -33,6 +34,15 @@ impl Interner {
             index: RwLock::new(HashMap::new()),
             cap: cap.min(usize::from(OTHER_ID)),
         }
+    }
+
+    /// The id of `value`, if it has one.
+    pub(crate) fn find(&self, value: &str) -> Option<u16> {
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(value)
+            .copied()
     }
 
     /// The id of `value`, adding it while under the cap; [`OTHER_ID`] beyond it.
@@ -75,6 +85,18 @@ impl Interner {
 #[derive(Debug)]
 pub(crate) struct Command {
     pub(crate) name: Box<str>,
+    /// The error types this command has used, at most the per-command cap: one command's
+    /// free-text error types cannot use up the shared table.
+    error_types: Mutex<Vec<u16>>,
+}
+
+impl Command {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            error_types: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 /// One series key: a command and the values of the allow-listed labels.
@@ -118,6 +140,34 @@ fn key_hash(command: &str, labels: &[Option<&str>]) -> u64 {
 }
 
 impl Registry {
+    /// The id of error type `text` for `command`: `_OTHER` once the command has used
+    /// `max_per_command` others. Called on the error path only.
+    pub(crate) fn intern_error_type(
+        &self,
+        command: u32,
+        text: &str,
+        max_per_command: usize,
+    ) -> u16 {
+        let mut used = self
+            .command(command)
+            .error_types
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(id) = self.error_types.find(text) {
+            if used.contains(&id) {
+                return id;
+            }
+        }
+        if used.len() >= max_per_command {
+            return OTHER_ID;
+        }
+        let id = self.error_types.intern(text);
+        if id != OTHER_ID {
+            used.push(id);
+        }
+        id
+    }
+
     pub(crate) fn new(max_entries: usize, max_marks: usize) -> Self {
         let registry = Self {
             commands: boxcar::Vec::new(),
@@ -128,9 +178,7 @@ impl Registry {
             marks: Interner::new(max_marks),
             max_entries,
         };
-        registry.commands.push(Command {
-            name: crate::names::OTHER.into(),
-        });
+        registry.commands.push(Command::new(crate::names::OTHER));
         registry.entries.push(Entry {
             command: OVERFLOW_COMMAND,
             labels: Box::new([]),
@@ -220,7 +268,7 @@ impl Registry {
         if let Some(&id) = index.get(name) {
             return id;
         }
-        let id = self.commands.push(Command { name: name.into() }) as u32;
+        let id = self.commands.push(Command::new(name)) as u32;
         index.insert(name.into(), id);
         id
     }
