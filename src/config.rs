@@ -260,6 +260,9 @@ impl Builder {
 
     /// Cap on distinct series per metric (default 2000, as in the OpenTelemetry SDK). Records
     /// beyond it go to one series marked `otel.metric.overflow="true"` and are counted.
+    /// The OpenTelemetry SDK applies its own limit (2000 per instrument unless a view sets
+    /// `with_cardinality_limit`): raising this cap above it needs such a view on your meter
+    /// provider too, or the SDK folds the extra series without spanmetrics counting them.
     pub fn with_max_series(mut self, max: usize) -> Result<Self, BuildError> {
         check_range("max_series", max as u128, 1, 1_000_000)?;
         self.config.max_series = max;
