@@ -3,7 +3,7 @@
 //! extensions; per record it does one uncontended ring write.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, TryLockError, Weak};
+use std::sync::Arc;
 
 use tracing_core::span::{Attributes, Id, Record as SpanRecord};
 use tracing_core::{Event, Interest, Metadata, Subscriber};
@@ -11,17 +11,15 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::buffer::{Buffers, PushError, Record};
-use crate::callsite::{Callsite, CallsiteTable, SpanSite};
-use crate::config::{Config, MeterSink};
+use crate::buffer::Record;
+use crate::callsite::{Callsite, SpanSite};
+use crate::config::Config;
 use crate::entered;
 use crate::error_type::leading_identifier;
-use crate::export::otel::{Callbacks, Instruments};
-use crate::export::recorder::RecorderHandles;
-use crate::export::{self, Pump};
+use crate::export;
 use crate::fields::{Collected, Collector, OutcomeField, MAX_LABELS};
 use crate::names;
-use crate::registry::Registry;
+use crate::shared::{spawn_background, Shared, SpanMetricsHandle};
 
 /// Where the error type of a failed span came from; a higher source is not overwritten by a
 /// lower one.
@@ -43,149 +41,6 @@ struct SpanState {
     error_source: ErrorSource,
 }
 
-/// State shared by the layer, its handles and its background thread.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    callsites: CallsiteTable,
-    pub(crate) registry: Registry,
-    pub(crate) buffers: Buffers,
-    pump: Mutex<Pump>,
-    clock: &'static quanta::Clock,
-}
-
-impl Shared {
-    fn new(config: Config, weak: &Weak<Shared>) -> Self {
-        let recorder = RecorderHandles::new(config.recorder.clone());
-        let meter = match &config.meter {
-            MeterSink::Global => Some(opentelemetry::global::meter_with_scope(crate::scope())),
-            MeterSink::Meter(meter) => Some(meter.clone()),
-            MeterSink::Off => None,
-        };
-        let instruments = meter.map(|meter| {
-            let (active, dropped) = (weak.clone(), weak.clone());
-            Instruments::new(
-                &meter,
-                &config.buckets,
-                Callbacks {
-                    // Collection forwards what is buffered first, so an export is never stale.
-                    active: Box::new(move |observe| {
-                        if let Some(shared) = active.upgrade() {
-                            let mut pump = shared.lock_pump();
-                            pump.drain(&shared.context());
-                            pump.observe_active(observe);
-                        }
-                    }),
-                    dropped: Box::new(move || dropped.upgrade().map(|s| s.buffers.dropped())),
-                },
-            )
-        });
-        Self {
-            registry: Registry::new(config.max_series, config.max_marks),
-            buffers: Buffers::new(config.buffer_capacity),
-            callsites: CallsiteTable::new(),
-            pump: Mutex::new(Pump::new(recorder, instruments)),
-            clock: crate::clock::clock(),
-            config,
-        }
-    }
-
-    fn lock_pump(&self) -> std::sync::MutexGuard<'_, Pump> {
-        self.pump.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn context(&self) -> export::Context<'_> {
-        export::Context {
-            config: &self.config,
-            registry: &self.registry,
-            buffers: &self.buffers,
-        }
-    }
-
-    pub(crate) fn flush(&self) {
-        self.lock_pump().drain(&self.context());
-    }
-
-    /// Hands a record to the background side.
-    fn record(&self, record: Record) {
-        match self.buffers.try_push(record) {
-            Ok(()) => {}
-            Err(PushError::Full) => self.record_when_full(record),
-            // The thread is exiting and its ring is gone.
-            Err(PushError::Unavailable) => self.buffers.count_dropped(),
-        }
-    }
-
-    /// This thread's ring is full: the background thread is starved of CPU. Rather than lose
-    /// the record, this thread forwards what is buffered itself when nobody else is at it, and
-    /// otherwise wakes the background thread and yields to it until the ring has room, for at
-    /// most the configured overload wait: overload slows the threads that cause it instead of
-    /// losing data. Past the wait, the record is dropped and counted.
-    #[cold]
-    #[inline(never)]
-    fn record_when_full(&self, record: Record) {
-        let started = self.clock.raw();
-        let wait = self.config.overload_wait.as_nanos();
-        loop {
-            let pump = match self.pump.try_lock() {
-                Ok(pump) => Some(pump),
-                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-                Err(TryLockError::WouldBlock) => None,
-            };
-            match pump {
-                Some(mut pump) => pump.drain(&self.context()),
-                None => {
-                    if let Some(waker) = self.buffers.waker() {
-                        waker.unpark();
-                    }
-                    std::thread::yield_now();
-                }
-            }
-            match self.buffers.try_push(record) {
-                Ok(()) => return,
-                Err(PushError::Full) => {}
-                Err(PushError::Unavailable) => break,
-            }
-            let waited = self.clock.delta_as_nanos(started, self.clock.raw());
-            if u128::from(waited) >= wait {
-                break;
-            }
-        }
-        self.buffers.count_dropped();
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // Forward what is still buffered, then let the background thread see it is alone.
-        self.flush();
-        if let Some(thread) = self.buffers.waker() {
-            thread.unpark();
-        }
-    }
-}
-
-fn spawn_background(shared: &Arc<Shared>) {
-    let weak = Arc::downgrade(shared);
-    let spawned = std::thread::Builder::new()
-        .name("spanmetrics".into())
-        .spawn(move || {
-            // Nothing this thread does may be traced by the layer that it serves.
-            tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
-                while let Some(shared) = weak.upgrade() {
-                    shared.flush();
-                    let interval = shared.config.flush_interval;
-                    drop(shared);
-                    std::thread::park_timeout(interval);
-                }
-            })
-        });
-    match spawned {
-        Ok(handle) => shared.buffers.set_waker(handle.thread().clone()),
-        // Records are still forwarded on `flush()` and on every OpenTelemetry collection.
-        Err(error) => eprintln!("spanmetrics: cannot start the background thread: {error}"),
-    }
-}
-
 /// A `tracing_subscriber::Layer` that turns command spans into metrics.
 ///
 /// Build it with [`SpanMetricsLayer::builder`], or take the defaults with [`crate::layer`].
@@ -193,34 +48,6 @@ fn spawn_background(shared: &Arc<Shared>) {
 #[must_use = "a layer does nothing unless added to a subscriber"]
 pub struct SpanMetricsLayer {
     shared: Arc<Shared>,
-}
-
-/// A cheap, cloneable handle to a layer's background side.
-#[derive(Clone)]
-pub struct SpanMetricsHandle {
-    shared: Arc<Shared>,
-}
-
-impl SpanMetricsHandle {
-    /// Forwards every measurement buffered so far to the sinks, at once.
-    ///
-    /// The background thread does this every flush interval, and an OpenTelemetry collection
-    /// does it first; call it before reading a `metrics` recorder directly (in tests, or
-    /// before rendering a Prometheus page yourself).
-    pub fn flush(&self) {
-        self.shared.flush();
-    }
-
-    /// Number of measurements dropped so far because a thread's buffer was full.
-    pub fn dropped(&self) -> u64 {
-        self.shared.buffers.dropped()
-    }
-}
-
-impl fmt::Debug for SpanMetricsHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SpanMetricsHandle").finish_non_exhaustive()
-    }
 }
 
 impl fmt::Debug for SpanMetricsLayer {

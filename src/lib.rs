@@ -122,11 +122,13 @@ mod layer;
 mod live;
 pub mod names;
 mod registry;
+mod shared;
 mod telemetry;
 
 pub use config::{BuildError, Builder};
-pub use layer::{SpanMetricsHandle, SpanMetricsLayer};
+pub use layer::SpanMetricsLayer;
 pub use live::health::HealthObjectives;
+pub use shared::SpanMetricsHandle;
 pub use telemetry::{init, InitError, ShutdownError, Telemetry, TelemetryBuilder, TelemetryGuard};
 
 /// A layer with the default configuration: every span with a `command` field is a command,

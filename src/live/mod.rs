@@ -389,22 +389,29 @@ impl LiveStats {
             at: SystemTime::now(),
             trace,
         };
-        // Never waits: the lock is held only to push or to swap queues. The newest wins.
+        // The lock is only ever held to push one item or to swap two queues, so after a few
+        // tries this waits at most for that (it never waits on export or I/O): a failure is
+        // never silently missing from the recent list. The newest wins when the queue is full.
+        let mut queue = None;
         for _ in 0..NOTABLE_ATTEMPTS {
-            let mut queue = match self.notable.try_lock() {
-                Ok(queue) => queue,
-                Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(TryLockError::WouldBlock) => {
-                    std::hint::spin_loop();
-                    continue;
+            match self.notable.try_lock() {
+                Ok(q) => {
+                    queue = Some(q);
+                    break;
                 }
-            };
-            if queue.len() == NOTABLE_QUEUE {
-                queue.pop_front();
+                Err(TryLockError::Poisoned(p)) => {
+                    queue = Some(p.into_inner());
+                    break;
+                }
+                Err(TryLockError::WouldBlock) => std::hint::spin_loop(),
             }
-            queue.push_back(notable);
-            return;
         }
+        let mut queue =
+            queue.unwrap_or_else(|| self.notable.lock().unwrap_or_else(PoisonError::into_inner));
+        if queue.len() == NOTABLE_QUEUE {
+            queue.pop_front();
+        }
+        queue.push_back(notable);
     }
 
     fn slot(&self, inner: &mut Inner, registry: &Registry, command: u32) -> usize {
