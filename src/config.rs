@@ -134,7 +134,7 @@ impl Default for Config {
             meter: MeterSink::Global,
             flush_interval: Duration::from_millis(200),
             buffer_capacity: 4096,
-            overload_wait: Duration::from_millis(2),
+            overload_wait: Duration::from_millis(20),
             buckets: crate::names::DEFAULT_BUCKETS.to_vec(),
             live: None,
         }
@@ -351,7 +351,8 @@ impl Builder {
     }
 
     /// How long a recording thread whose buffer is full may wait for another thread that is
-    /// already forwarding to free space (default 2 ms). A thread that finds nobody forwarding
+    /// already forwarding to free space (default 20 ms: long enough to ride out the forwarding
+    /// thread being descheduled for a time slice). A thread that finds nobody forwarding
     /// forwards its buffer itself; only past this wait is a record dropped and counted in
     /// `spanmetrics.dropped`. Zero: never wait, drop instead. This only happens when the
     /// background thread is starved of CPU.

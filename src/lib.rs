@@ -103,7 +103,7 @@
 //! the sinks through handles resolved once per series. An OpenTelemetry collection and
 //! [`SpanMetricsHandle::flush`] drain first, so exports are never stale. If a thread outruns
 //! the background thread and its ring (4096 records) fills, that thread forwards the buffered
-//! records itself, or waits up to 2 ms ([`Builder::with_overload_wait`]) for the thread already
+//! records itself, or waits up to 20 ms ([`Builder::with_overload_wait`]) for the thread already
 //! doing so: overload slows the threads that cause it rather than losing data. Only past that
 //! is a record dropped, and counted in `spanmetrics.dropped`. Span fields that are neither the
 //! command, a label nor an outcome field are never formatted.
