@@ -8,7 +8,10 @@
 //! - `flush` forwards buffered measurements and prints `flushed`;
 //! - `global-recorder` prints `global recorder taken` when a global `metrics` recorder is
 //!   installed, else `global recorder free` (it installs a no-op one to find out);
-//! - `exit` (or end of input) drops the telemetry guard and exits.
+//! - `exit` (or end of input) shuts the telemetry down with `TelemetryGuard::shutdown`, prints
+//!   `shutdown ok` or `shutdown error: …`, and exits;
+//! - `drop` drops the guard instead (its `Drop` flushes and shuts down, logging any problem),
+//!   prints `guard dropped` and exits.
 //!
 //! At start it prints `prometheus <addr>` (or `prometheus off`).
 
@@ -99,6 +102,10 @@ fn drive(telemetry: spanmetrics::TelemetryGuard) {
             }
         } else if line == "exit" {
             break;
+        } else if line == "drop" {
+            drop(telemetry);
+            say("guard dropped");
+            return;
         }
     }
     match telemetry.shutdown() {
