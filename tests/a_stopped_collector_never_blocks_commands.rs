@@ -215,3 +215,87 @@ fn dropping_the_guard_while_the_collector_is_stopped_exits_within_the_shutdown_b
     );
     rotel.signal("CONT");
 }
+
+/// Commands per timed round of the latency measurement.
+const TIMED: &str = "roll:ok:1000,roll:Timeout:500,fetch:NotFound:500";
+/// Timed rounds per phase.
+const TIMED_ROUNDS: usize = 10;
+
+/// The p99 (ns) of each `latency` line printed so far.
+fn p99s(driver: &Process) -> Vec<u64> {
+    driver
+        .stdout()
+        .lines()
+        .filter_map(|l| l.strip_prefix("latency "))
+        .filter_map(|l| {
+            l.split(' ')
+                .find_map(|kv| kv.strip_prefix("p99_ns="))?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// A measurement for RELIABILITY.md, not a timing assertion: the p99 of command handling
+/// (median over rounds of 2,000 commands) while the collector is healthy, killed, restarted,
+/// stopped and resumed. It asserts only that the totals are exact afterwards.
+#[test]
+#[ignore = "measurement: cargo test --test a_stopped_collector_never_blocks_commands -- --ignored --nocapture"]
+fn measure_command_latency_while_the_collector_is_killed_or_stopped() {
+    let Some(agent) = tool("ROTEL_AGENT") else {
+        return;
+    };
+    let (grpc, http) = (free_port(), free_port());
+    let mut rotel = start_rotel(&agent, grpc, http);
+    let mut driver = exporting_driver(
+        grpc,
+        &[
+            ("OTEL_METRIC_EXPORT_INTERVAL", "300".to_owned()),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000".to_owned()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200".to_owned()),
+        ],
+    );
+    let mut rounds = 0;
+    let mut phase = |driver: &mut Process, name: &str| {
+        for _ in 0..TIMED_ROUNDS {
+            rounds += 1;
+            driver.send(&format!("latency {TIMED}"));
+            driver.wait_for_lines("done", rounds);
+        }
+        let mut last: Vec<u64> = p99s(driver)[rounds - TIMED_ROUNDS..].to_vec();
+        last.sort_unstable();
+        let median = last[last.len() / 2];
+        eprintln!(
+            "{name:>9}: p99 median {:.1} µs, p99 range {:.1}…{:.1} µs",
+            median as f64 / 1e3,
+            last[0] as f64 / 1e3,
+            last[last.len() - 1] as f64 / 1e3
+        );
+        median as f64
+    };
+    let healthy = phase(&mut driver, "healthy");
+    rotel.kill();
+    let killed = phase(&mut driver, "killed");
+    rotel = start_rotel(&agent, grpc, http);
+    let restarted = phase(&mut driver, "restarted");
+    rotel.signal("STOP");
+    let stopped = phase(&mut driver, "stopped");
+    rotel.signal("CONT");
+    let resumed = phase(&mut driver, "resumed");
+    eprintln!(
+        "p99 ratio to healthy: killed {:.2}, restarted {:.2}, stopped {:.2}, resumed {:.2}",
+        killed / healthy,
+        restarted / healthy,
+        stopped / healthy,
+        resumed / healthy
+    );
+    let mut all = std::collections::BTreeMap::new();
+    for _ in 0..5 * TIMED_ROUNDS {
+        all = sum(&all, &expected(TIMED));
+    }
+    poll("the exact totals at the restarted collector", || {
+        (parse_rotel(&rotel.stdout()).duration_counts() == all).then_some(())
+    });
+    driver.send("exit");
+    driver.wait_exit();
+}
