@@ -5,10 +5,15 @@
 //! Usage: `command_driver [none|current-thread|multi-thread]`, then lines on stdin:
 //! - `run roll:ok:7,roll:Timeout:3,fetch:NotFound:2` runs those commands (command, outcome or
 //!   error type, count) and prints `done`; the outcome `slow` succeeds after 150 ms;
+//! - `latency <plan>` runs the plan like `run`, timing each command, then prints
+//!   `latency n=<commands> p50_ns=<…> p99_ns=<…> max_ns=<…>` and `done`;
 //! - `flush` forwards buffered measurements and prints `flushed`;
 //! - `global-recorder` prints `global recorder taken` when a global `metrics` recorder is
 //!   installed, else `global recorder free` (it installs a no-op one to find out);
-//! - `exit` (or end of input) drops the telemetry guard and exits.
+//! - `exit` (or end of input) shuts the telemetry down with `TelemetryGuard::shutdown`, prints
+//!   `shutdown ok` or `shutdown error: …`, and exits;
+//! - `drop` drops the guard instead (its `Drop` flushes and shuts down, logging any problem),
+//!   prints `guard dropped` and exits.
 //!
 //! At start it prints `prometheus <addr>` (or `prometheus off`).
 
@@ -54,6 +59,11 @@ fn fetch(wanted: &str) -> Result<u64, BotError> {
 }
 
 fn run(plan: &str) {
+    run_timed(plan, &mut Vec::new());
+}
+
+/// Runs `plan`, pushing the handling time of each command, in nanoseconds, to `times`.
+fn run_timed(plan: &str, times: &mut Vec<u64>) {
     for item in plan.split(',').filter(|s| !s.is_empty()) {
         let mut parts = item.split(':');
         let (Some(command), Some(wanted), Some(count)) = (parts.next(), parts.next(), parts.next())
@@ -63,10 +73,12 @@ fn run(plan: &str) {
         };
         let count: u64 = count.parse().unwrap_or(0);
         for _ in 0..count {
+            let start = std::time::Instant::now();
             let _ = match command {
                 "roll" => roll(wanted),
                 _ => fetch(wanted),
             };
+            times.push(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
         }
     }
 }
@@ -88,6 +100,22 @@ fn drive(telemetry: spanmetrics::TelemetryGuard) {
         if let Some(plan) = line.strip_prefix("run ") {
             run(plan);
             say("done");
+        } else if let Some(plan) = line.strip_prefix("latency ") {
+            let mut times = Vec::new();
+            run_timed(plan, &mut times);
+            times.sort_unstable();
+            let at = |q: f64| {
+                let rank = (times.len() as f64 * q).ceil() as usize;
+                times.get(rank.saturating_sub(1)).copied().unwrap_or(0)
+            };
+            say(&format!(
+                "latency n={} p50_ns={} p99_ns={} max_ns={}",
+                times.len(),
+                at(0.5),
+                at(0.99),
+                at(1.0)
+            ));
+            say("done");
         } else if line == "flush" {
             telemetry.spanmetrics().flush();
             say("flushed");
@@ -99,6 +127,10 @@ fn drive(telemetry: spanmetrics::TelemetryGuard) {
             }
         } else if line == "exit" {
             break;
+        } else if line == "drop" {
+            drop(telemetry);
+            say("guard dropped");
+            return;
         }
     }
     match telemetry.shutdown() {

@@ -76,6 +76,8 @@ pub(crate) struct Settings {
     pub(crate) histogram_aggregation: HistogramAggregation,
     /// `None` when set to `off`; `Some(None)`-like defaulting is done by the caller.
     pub(crate) prometheus_listen: Option<Option<SocketAddr>>,
+    /// `SPANMETRICS_BEST_EFFORT`: `None` when unset.
+    pub(crate) best_effort: Option<bool>,
     pub(crate) rust_log: Option<String>,
 }
 
@@ -197,6 +199,7 @@ impl Env {
             )?
             .unwrap_or(HistogramAggregation::Base2Exponential);
         let prometheus_listen = self.get("SPANMETRICS_PROMETHEUS_LISTEN", parse_listen)?;
+        let best_effort = self.get("SPANMETRICS_BEST_EFFORT", parse_bool)?;
         let rust_log = match self.raw("RUST_LOG") {
             None => None,
             Some(value) => {
@@ -226,6 +229,7 @@ impl Env {
             temporality,
             histogram_aggregation,
             prometheus_listen,
+            best_effort,
             rust_log,
         })
     }

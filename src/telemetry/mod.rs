@@ -79,7 +79,7 @@ pub enum InitError {
         source: opentelemetry_otlp::ExporterBuildError,
     },
     /// The Prometheus endpoint could not listen on its address.
-    #[error("the Prometheus endpoint cannot listen on {addr}: {source}. Set SPANMETRICS_PROMETHEUS_LISTEN to a free address (port 0 picks one) or to `off`")]
+    #[error("the Prometheus endpoint cannot listen on {addr}: {source}. Set SPANMETRICS_PROMETHEUS_LISTEN to a free address (port 0 picks one) or to `off`, or SPANMETRICS_BEST_EFFORT=true to start without the endpoint")]
     PrometheusListen {
         /// The address.
         addr: SocketAddr,
@@ -128,6 +128,7 @@ pub enum InitError {
 /// | `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` | `cumulative`, `delta`, `lowmemory` | `cumulative` |
 /// | `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION` | `base2_exponential_bucket_histogram`, `explicit_bucket_histogram` (100 µs … 60 s) | `base2_exponential_bucket_histogram` |
 /// | `SPANMETRICS_PROMETHEUS_LISTEN` | `host:port` (port `0` picks a free one), `off` (`off`: no Prometheus recorder is built and no global `metrics` recorder installed) | `127.0.0.1:9464` |
+/// | `SPANMETRICS_BEST_EFFORT` | `true`, `false` (`true`: a Prometheus address that cannot be listened on is logged as a warning and the rest of the telemetry starts without the endpoint, instead of `InitError::PrometheusListen`) | `TelemetryBuilder::with_best_effort`, else `false` |
 /// | `RUST_LOG` | `tracing` directives; filters only the log output, never the metrics or traces | `TelemetryBuilder::with_default_log_filter`, else `info` |
 /// | `SPANMETRICS_HTTP_TOKEN` | 8…256 printable ASCII characters: bearer token for every endpoint but `/health/live` and `/health/ready` | none |
 /// | `SPANMETRICS_HEALTH_*`, `SPANMETRICS_STREAM_INTERVAL_MS`, `SPANMETRICS_SLOW_MS` | see [`HealthObjectives`] and the README | |
@@ -181,6 +182,7 @@ pub struct TelemetryBuilder {
     health: Option<HealthObjectives>,
     stream_interval: Option<Duration>,
     slow_threshold: Option<Duration>,
+    best_effort: Option<bool>,
 }
 
 impl TelemetryBuilder {
@@ -247,6 +249,17 @@ impl TelemetryBuilder {
     /// wins).
     pub fn with_slow_threshold(mut self, threshold: Duration) -> Self {
         self.slow_threshold = Some(threshold);
+        self
+    }
+
+    /// Best-effort mode (default off): when the Prometheus endpoint cannot listen on its
+    /// address (port taken, address not on this host), [`TelemetryBuilder::install`] logs a
+    /// warning and sets up everything else without the endpoint (no Prometheus recorder, no
+    /// global `metrics` recorder, `TelemetryGuard::prometheus_addr` is `None`) instead of
+    /// returning [`InitError::PrometheusListen`]. Invalid settings are still errors.
+    /// `SPANMETRICS_BEST_EFFORT` wins over it.
+    pub fn with_best_effort(mut self, best_effort: bool) -> Self {
+        self.best_effort = Some(best_effort);
         self
     }
 
@@ -411,12 +424,25 @@ impl Installer {
                 .prometheus_listen
                 .unwrap_or_else(|| env::DEFAULT_PROMETHEUS_LISTEN.parse().ok()),
         };
-        let listener = listen
-            .map(|addr| {
-                TcpListener::bind(addr)
-                    .map_err(|source| InitError::PrometheusListen { addr, source })
-            })
-            .transpose()?;
+        let best_effort = settings
+            .best_effort
+            .or(self.builder.best_effort)
+            .unwrap_or(false);
+        let mut listen_warning = None;
+        let listener = match listen.map(|addr| (addr, TcpListener::bind(addr))) {
+            None => None,
+            Some((_, Ok(listener))) => Some(listener),
+            Some((addr, Err(source))) => {
+                if !best_effort {
+                    return Err(InitError::PrometheusListen { addr, source });
+                }
+                // Logged once the subscriber is installed, so that it reaches the log output.
+                listen_warning = Some(format!(
+                    "the Prometheus endpoint cannot listen on {addr}: {source}"
+                ));
+                None
+            }
+        };
         // Without the endpoint there is no recorder at all: nothing would ever read it.
         let recorder = match &listener {
             Some(_) => {
@@ -568,6 +594,9 @@ impl Installer {
             opentelemetry::global::set_meter_provider(provider.clone());
         }
 
+        if let Some(error) = listen_warning {
+            tracing::warn!(target: "spanmetrics::telemetry", "{error}; best-effort mode (SPANMETRICS_BEST_EFFORT): the rest of the telemetry runs without the Prometheus endpoint. Set SPANMETRICS_PROMETHEUS_LISTEN to a free address (port 0 picks one) to get it");
+        }
         let prometheus_addr = server.as_ref().map(|s| s.addr);
         // Before the start-up lines, so whoever reads those has seen it too.
         if let Some(addr) = prometheus_addr {

@@ -2,7 +2,7 @@
 //! each exporter wrapped to count failures and log one warning per outage.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,10 @@ use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{
     Aggregation, Instrument, InstrumentKind, PeriodicReader, SdkMeterProvider, Stream,
 };
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, Span, SpanData, SpanExporter,
+    SpanProcessor,
+};
 use opentelemetry_sdk::Resource;
 
 use super::env::{HistogramAggregation, OtlpTarget, Protocol, Sampler, Settings, Temporality};
@@ -25,7 +28,8 @@ use super::InitError;
 pub(crate) struct ExportStats {
     /// Failed export calls.
     pub(crate) failures: AtomicU64,
-    /// Spans lost in failed exports (traces only).
+    /// Spans lost (traces only): in failed exports, or refused because the export queue was
+    /// full.
     pub(crate) dropped_spans: AtomicU64,
     failing: AtomicBool,
 }
@@ -73,11 +77,19 @@ struct WatchedSpans<E> {
     inner: E,
     endpoint: String,
     stats: Arc<ExportStats>,
+    /// Spans handed to the batch processor and not yet to this exporter.
+    queued: Arc<AtomicUsize>,
 }
 
 impl<E: SpanExporter> SpanExporter for WatchedSpans<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let items = batch.len();
+        // These spans left the processor's queue.
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(items))
+            });
         let result = self.inner.export(batch).await;
         self.stats.observe("traces", &self.endpoint, &result, items);
         result
@@ -94,6 +106,59 @@ impl<E: SpanExporter> SpanExporter for WatchedSpans<E> {
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
     }
+}
+
+/// In front of the SDK's batch span processor: admits a span only while fewer than the
+/// processor's queue capacity are waiting for export, and counts the others in
+/// `dropped_spans`. The processor itself drops spans silently when its queue is full (e.g.
+/// while the collector hangs); with this gate its queue never fills, so every lost span is
+/// counted. Never blocks: one atomic update per span.
+#[derive(Debug)]
+struct CountedQueue<P> {
+    inner: P,
+    capacity: usize,
+    queued: Arc<AtomicUsize>,
+    stats: Arc<ExportStats>,
+}
+
+impl<P: SpanProcessor> SpanProcessor for CountedQueue<P> {
+    fn on_start(&self, span: &mut Span, cx: &opentelemetry::Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        let admitted = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            self.inner.on_end(span);
+        } else {
+            self.stats.dropped_spans.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The batch processor's queue capacity, read as the SDK reads it.
+fn span_queue_capacity() -> usize {
+    std::env::var(opentelemetry_sdk::trace::OTEL_BSP_MAX_QUEUE_SIZE)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(opentelemetry_sdk::trace::OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT)
 }
 
 /// A metric exporter that counts failures.
@@ -186,10 +251,27 @@ pub(crate) fn tracer_provider(
             .build(),
     }
     .map_err(exporter_error("traces", target))?;
+    let capacity = span_queue_capacity();
+    let queued = Arc::new(AtomicUsize::new(0));
+    // The other `OTEL_BSP_*` settings are read by the SDK; the capacity is set explicitly so
+    // that the processor and the gate in front of it agree on it.
+    let processor = BatchSpanProcessor::builder(WatchedSpans {
+        inner: exporter,
+        endpoint: target.endpoint.clone(),
+        stats: stats.clone(),
+        queued: queued.clone(),
+    })
+    .with_batch_config(
+        BatchConfigBuilder::default()
+            .with_max_queue_size(capacity)
+            .build(),
+    )
+    .build();
     Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(WatchedSpans {
-            inner: exporter,
-            endpoint: target.endpoint.clone(),
+        .with_span_processor(CountedQueue {
+            inner: processor,
+            capacity,
+            queued,
             stats,
         })
         .with_sampler(sampler(settings.sampler))
@@ -280,7 +362,7 @@ pub(crate) fn register_export_metrics(
         .build();
     meter
         .u64_observable_counter(crate::telemetry::names::OTEL_DROPPED_SPANS)
-        .with_description("Spans lost because their OTLP export failed.")
+        .with_description("Spans lost: their OTLP export failed, or the export queue was full.")
         .with_callback(move |observer| {
             observer.observe(traces.dropped_spans.load(Ordering::Relaxed), &[]);
         })

@@ -87,7 +87,7 @@ impl Scrape {
         r.describe_counter(
             names::PROM_DROPPED_SPANS.into(),
             Some(metrics::Unit::Count),
-            "Spans lost because their OTLP export failed.".into(),
+            "Spans lost: their OTLP export failed, or the export queue was full.".into(),
         );
         super::process::describe_prometheus(r);
     }
