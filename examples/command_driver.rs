@@ -5,6 +5,8 @@
 //! Usage: `command_driver [none|current-thread|multi-thread]`, then lines on stdin:
 //! - `run roll:ok:7,roll:Timeout:3,fetch:NotFound:2` runs those commands (command, outcome or
 //!   error type, count) and prints `done`; the outcome `slow` succeeds after 150 ms;
+//! - `hostile <hex>` runs one failed command whose name, error type and mark name are the
+//!   hex-encoded UTF-8 text (any text, control characters included), and prints `done`;
 //! - `flush` forwards buffered measurements and prints `flushed`;
 //! - `global-recorder` prints `global recorder taken` when a global `metrics` recorder is
 //!   installed, else `global recorder free` (it installs a no-op one to find out);
@@ -71,6 +73,30 @@ fn run(plan: &str) {
     }
 }
 
+/// A failed command whose name, error type and mark name are all `text`.
+fn hostile(text: &str) {
+    let span = tracing::info_span!("hostile", command = text);
+    span.in_scope(|| {
+        tracing::info!(mark = text, "marked");
+        tracing::error!(error.type = text, "failed");
+    });
+}
+
+/// Hex-encoded UTF-8 (so any text fits on one line); invalid pairs and bytes are replaced.
+fn from_hex(hex: &str) -> String {
+    let bytes: Vec<u8> = hex
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .unwrap_or(b'?')
+        })
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 fn drive(telemetry: spanmetrics::TelemetryGuard) {
     let stdout = std::io::stdout();
     let say = |line: &str| {
@@ -87,6 +113,9 @@ fn drive(telemetry: spanmetrics::TelemetryGuard) {
         let line = line.trim();
         if let Some(plan) = line.strip_prefix("run ") {
             run(plan);
+            say("done");
+        } else if let Some(hex) = line.strip_prefix("hostile ") {
+            hostile(&from_hex(hex));
             say("done");
         } else if line == "flush" {
             telemetry.spanmetrics().flush();
