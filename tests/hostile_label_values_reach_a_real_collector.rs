@@ -1,7 +1,8 @@
 //! End-to-end: hostile command names, error types and mark names (quotes, backslashes,
 //! newlines, control characters, non-ASCII, a megabyte) travel over OTLP to a real rotel
-//! collector unchanged but for the 96-byte (error types: 64-byte) cut, and the program's
-//! Prometheus page stays valid for the real `promtool`.
+//! collector unchanged but for the 96-byte (error types: 64-byte) cut, the program's
+//! Prometheus page stays valid for the real `promtool`, and `/api/commands` is valid JSON
+//! naming them.
 
 mod support;
 
@@ -96,6 +97,21 @@ fn hostile_values_reach_the_collector_intact_and_the_page_stays_valid() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // The live statistics name the same commands in valid JSON.
+    let summary = http_get(addr, "/api/commands").expect("the summary");
+    let summary: serde_json::Value =
+        serde_json::from_str(&summary).unwrap_or_else(|e| panic!("not JSON ({e}): {summary}"));
+    let names: Vec<&str> = summary["commands"]
+        .as_array()
+        .expect("commands")
+        .iter()
+        .filter_map(|c| c["command"].as_str())
+        .collect();
+    for value in &values {
+        let name = cut(value, VALUE_CAP);
+        assert!(names.contains(&name.as_str()), "{name:?} not in {names:?}");
+    }
 
     driver.send("exit");
     assert!(driver.wait_exit().success(), "{}", driver.stderr());
