@@ -150,6 +150,7 @@ fn oversized_and_malformed_requests_get_4xx_and_commands_still_count() {
     ];
     for (what, head, body_bytes) in cases {
         let status = raw_status(addr, head, body_bytes);
+        eprintln!("{what}: {status}");
         assert!((400..500).contains(&status), "{what}: status {status}");
     }
     let reply = request(addr, "DELETE", "/metrics", &[]);
