@@ -7,6 +7,8 @@
 //!   error type, count) and prints `done`; the outcome `slow` succeeds after 150 ms;
 //! - `latency <plan>` runs the plan like `run`, timing each command, then prints
 //!   `latency n=<commands> p50_ns=<…> p99_ns=<…> max_ns=<…>` and `done`;
+//! - `hostile <hex>` runs one failed command whose name, error type and mark name are the
+//!   hex-encoded UTF-8 text (any text, control characters included), and prints `done`;
 //! - `flush` forwards buffered measurements and prints `flushed`;
 //! - `global-recorder` prints `global recorder taken` when a global `metrics` recorder is
 //!   installed, else `global recorder free` (it installs a no-op one to find out);
@@ -83,6 +85,30 @@ fn run_timed(plan: &str, times: &mut Vec<u64>) {
     }
 }
 
+/// A failed command whose name, error type and mark name are all `text`.
+fn hostile(text: &str) {
+    let span = tracing::info_span!("hostile", command = text);
+    span.in_scope(|| {
+        tracing::info!(mark = text, "marked");
+        tracing::error!(error.type = text, "failed");
+    });
+}
+
+/// Hex-encoded UTF-8 (so any text fits on one line); invalid pairs and bytes are replaced.
+fn from_hex(hex: &str) -> String {
+    let bytes: Vec<u8> = hex
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .unwrap_or(b'?')
+        })
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 fn drive(telemetry: spanmetrics::TelemetryGuard) {
     let stdout = std::io::stdout();
     let say = |line: &str| {
@@ -115,6 +141,9 @@ fn drive(telemetry: spanmetrics::TelemetryGuard) {
                 at(0.99),
                 at(1.0)
             ));
+            say("done");
+        } else if let Some(hex) = line.strip_prefix("hostile ") {
+            hostile(&from_hex(hex));
             say("done");
         } else if line == "flush" {
             telemetry.spanmetrics().flush();

@@ -76,7 +76,11 @@
 //! [`Builder::with_label`]. Each metric holds at most 2000 series
 //! ([`Builder::with_max_series`]); further records fold into one series marked
 //! `otel.metric.overflow="true"` and are counted in `spanmetrics.overflow`. Command names and
-//! label values are cut to 96 bytes.
+//! label values are cut to 96 bytes (error types to 64). In the [`metrics`] sink (Prometheus),
+//! label values have each backslash replaced by `/` and each control character (newline, tab,
+//! NUL, ...) by U+FFFD `�`, because metrics-exporter-prometheus cannot render them unchanged
+//! (it drops the backslash of `\"`, so `a\"b` and `a"b` would become duplicate series); quotes
+//! and non-ASCII text are kept. The OpenTelemetry sink gets the values as given.
 //!
 //! # Sinks
 //!

@@ -1,5 +1,7 @@
 //! The `metrics` facade sink: resolves `metrics` handles for a series, in the background thread.
 
+use std::borrow::Cow;
+
 use metrics::{Counter, Gauge, Histogram, Key, Label, Recorder, SharedString, Unit};
 
 use crate::config::RecorderSink;
@@ -70,17 +72,70 @@ impl RecorderHandles {
     }
 
     pub(crate) fn histogram(&self, name: &'static str, labels: Vec<Label>) -> Option<Histogram> {
-        let key = Key::from_parts(name, labels);
+        let key = key(name, labels);
         self.with(|r| r.register_histogram(&key, &METADATA))
     }
 
     pub(crate) fn gauge(&self, name: &'static str, labels: Vec<Label>) -> Option<Gauge> {
-        let key = Key::from_parts(name, labels);
+        let key = key(name, labels);
         self.with(|r| r.register_gauge(&key, &METADATA))
     }
 
     pub(crate) fn counter(&self, name: &'static str, labels: Vec<Label>) -> Option<Counter> {
-        let key = Key::from_parts(name, labels);
+        let key = key(name, labels);
         self.with(|r| r.register_counter(&key, &METADATA))
+    }
+}
+
+/// What a backslash in a label value becomes in the `metrics` sink.
+pub(crate) const BACKSLASH_SUBSTITUTE: char = '/';
+/// What a control character in a label value becomes in the `metrics` sink.
+pub(crate) const CONTROL_SUBSTITUTE: char = '\u{FFFD}';
+
+/// A key whose label values are safe for the Prometheus text format.
+fn key(name: &'static str, labels: Vec<Label>) -> Key {
+    let labels = labels.into_iter().map(|label| {
+        if matches!(prometheus_value(label.value()), Cow::Borrowed(_)) {
+            return label;
+        }
+        let (key, value) = label.into_parts();
+        Label::new(key, prometheus_value(&value).into_owned())
+    });
+    Key::from_parts(name, labels.collect::<Vec<_>>())
+}
+
+/// A label value the Prometheus text format carries unchanged through
+/// metrics-exporter-prometheus: its escaping drops the backslash of a `\"` pair (so `a\"b` and
+/// `a"b` would render as the same series, which a Prometheus server drops as duplicates) and
+/// moves a backslash before a newline. Backslashes become `/` and control characters
+/// (newline, tab, NUL, DEL, ...) become U+FFFD; everything else, quotes and non-ASCII
+/// included, is kept. The OpenTelemetry sink gets the values as given.
+pub(crate) fn prometheus_value(value: &str) -> Cow<'_, str> {
+    if !value.chars().any(|c| c == '\\' || c.is_control()) {
+        return Cow::Borrowed(value);
+    }
+    Cow::Owned(
+        value
+            .chars()
+            .map(|c| match c {
+                '\\' => BACKSLASH_SUBSTITUTE,
+                c if c.is_control() => CONTROL_SUBSTITUTE,
+                c => c,
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backslashes_and_control_characters_get_visible_substitutes() {
+        assert_eq!(prometheus_value("roll"), Cow::Borrowed("roll"));
+        assert_eq!(
+            prometheus_value("a\\\"b\n\u{7f}é"),
+            "a/\"b\u{FFFD}\u{FFFD}é"
+        );
     }
 }

@@ -27,6 +27,14 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Largest request head read, in bytes.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
+/// Connections served at a time. Each holds a file descriptor (of the application's process)
+/// for at most [`HEADER_READ_TIMEOUT`] while idle; further clients get a `503` at once and are
+/// disconnected, so a flood of clients cannot use up the application's descriptors.
+const MAX_CONNECTIONS: usize = 128;
+/// The answer to a client beyond [`MAX_CONNECTIONS`].
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\nconnection: close\r\n\
+retry-after: 1\r\n\r\ntoo many connections\n";
 
 /// Builds the recorder: every histogram gets the default buckets (100 µs … 60 s).
 pub(crate) fn recorder() -> PrometheusRecorder {
@@ -186,6 +194,7 @@ async fn serve(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         // Requests are small: a larger head gets a 431 from hyper.
         .max_buf_size(MAX_REQUEST_HEAD);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             _ = &mut stopped => break,
@@ -198,6 +207,11 @@ async fn serve(
                         continue;
                     }
                 };
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    // Never waits: a client that does not read its answer loses it.
+                    let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+                    continue;
+                };
                 let scrape = Arc::clone(&scrape);
                 let connection = http.serve_connection(
                     hyper_util::rt::TokioIo::new(stream),
@@ -208,6 +222,7 @@ async fn serve(
                 );
                 tokio::spawn(async move {
                     let _ = connection.await;
+                    drop(slot);
                 });
             }
         }

@@ -89,6 +89,11 @@ impl Process {
         }
     }
 
+    /// The process id, e.g. to read its `/proc` entries.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stdout(&self) -> String {
         self.stdout.lock().unwrap().clone()
     }
