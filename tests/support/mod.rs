@@ -123,11 +123,6 @@ impl Process {
         })
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Sends a signal by name (`STOP`, `CONT`) with `kill(1)`.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
