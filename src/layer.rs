@@ -353,7 +353,9 @@ where
             entry: state.entry,
             error,
             duration_ns,
-            busy_ns: state.busy_ns,
+            // Entered on several threads at once, the sum could pass the wall time; busy versus
+            // idle is a split of the duration, so it is capped there.
+            busy_ns: state.busy_ns.min(duration_ns),
         });
     }
 }

@@ -57,8 +57,9 @@
 //!
 //! Call counts and success rates come from the duration histogram's count. The names are in
 //! [`names`]. Busy time adds up the time the span was entered on each thread (re-entering a
-//! span that is already entered on the same thread does not count twice), so for an async
-//! handler it is the time spent in `poll`, and `duration − busy` is the time spent waiting.
+//! span that is already entered on the same thread does not count twice), capped at the
+//! duration, so for an async handler it is the time spent in `poll`, and `duration − busy` is
+//! the time spent waiting.
 //!
 //! **Outcome.** A command is `error` when an ERROR-level event happens inside it (what
 //! `#[instrument(err)]` emits), when `otel.status_code` is recorded as `ERROR` (any case), when an
