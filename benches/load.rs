@@ -17,17 +17,19 @@
 //!
 //! Run: `cargo bench --bench load -- --warm-up-time 1 --measurement-time 3`
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
-use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider, Stream};
+use opentelemetry_sdk::metrics::{
+    InMemoryMetricExporter, PeriodicReader, SdkMeterProvider, Stream,
+};
 use opentelemetry_sdk::testing::trace::NoopSpanExporter;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use spanmetrics::names::{OTEL_DURATION, PROM_DURATION};
@@ -111,6 +113,12 @@ impl ExportSetup {
             .filter(|l| l.starts_with(&format!("{PROM_DURATION}_count{{")))
             .count();
         assert_eq!(prom, self.series, "Prometheus duration series");
+        eprintln!(
+            "{} duration series: Prometheus page {} lines, {} KiB",
+            self.series,
+            text.lines().count(),
+            text.len() / 1024
+        );
         self.provider.force_flush().expect("an in-memory flush");
         let exported = self.exporter.get_finished_metrics().expect("exported data");
         let points = exported
@@ -149,11 +157,7 @@ fn export(c: &mut Criterion) {
             })
         });
         group.bench_function(format!("prometheus_render/{series}_series"), |b| {
-            b.iter_batched(
-                || (),
-                |()| setup.prometheus.render(),
-                BatchSize::SmallInput,
-            )
+            b.iter(|| setup.prometheus.render())
         });
         setup.check();
     }
@@ -188,7 +192,7 @@ fn mix(seed: u64) -> u64 {
 
 /// Dice specs the `roll` handler sees; one in ten is invalid, so 10 % of rolls fail.
 const SPECS: [&str; 10] = [
-    "2d6", "1d20", "3d8", "4d4", "1d100", "2d10", "6d6", "1d12", "8d3", "2x6",
+    "4d6", "1d20", "3d8", "10d4", "2d100", "5d10", "6d6", "3d12", "8d3", "2x6",
 ];
 
 /// Choice lists the `choose` handler sees; the last is empty, so 1 in 8 fails.
@@ -211,13 +215,19 @@ fn roll_body(spec: &'static str, seed: u64) -> Result<String, BotError> {
     if !(1..=100).contains(&count) || !(2..=1000).contains(&sides) {
         return Err(bad());
     }
+    // The reply lists every die: `@viewer rolled 3d8: 4 + 8 + 1 = 13`.
+    let mut reply = format!("@viewer rolled {spec}: ");
     let mut state = seed;
     let mut total = 0;
-    for _ in 0..count {
+    for n in 0..count {
         state = mix(state);
-        total += 1 + state % sides;
+        let die = 1 + state % sides;
+        total += die;
+        let sep = if n == 0 { "" } else { " + " };
+        let _ = write!(reply, "{sep}{die}");
     }
-    Ok(format!("@viewer rolled {spec}: {total}"))
+    let _ = write!(reply, " = {total}");
+    Ok(reply)
 }
 
 fn choose_body(options: &'static str, seed: u64) -> Result<String, BotError> {
@@ -226,7 +236,10 @@ fn choose_body(options: &'static str, seed: u64) -> Result<String, BotError> {
         return Err(BotError::NoChoices);
     }
     let pick = options[(mix(seed) % options.len() as u64) as usize];
-    Ok(format!("@viewer I choose {pick} (out of {})", options.len()))
+    Ok(format!(
+        "@viewer I choose {pick} (out of {})",
+        options.len()
+    ))
 }
 
 #[tracing::instrument(skip_all, fields(command = "roll"), err(Debug))]
@@ -356,8 +369,9 @@ fn handlers(c: &mut Criterion) {
         });
     }
 
-    // spanmetrics (Prometheus recorder + OpenTelemetry meter) + tracing-opentelemetry spans.
-    {
+    // spanmetrics (Prometheus recorder + OpenTelemetry meter), with and without
+    // tracing-opentelemetry spans.
+    for with_traces in [true, false] {
         let recorder = PrometheusBuilder::new()
             .set_buckets(spanmetrics::names::DEFAULT_BUCKETS)
             .expect("the default buckets are valid")
@@ -370,33 +384,50 @@ fn handlers(c: &mut Criterion) {
             .with_meter_provider(&meters)
             .build();
         let handle = layer.handle();
-        let subscriber: SharedSubscriber = Arc::new(
-            tracing_subscriber::registry()
-                .with(tracing_opentelemetry::layer().with_tracer(tracer.tracer("bench")))
-                .with(layer),
-        );
+        let traces =
+            with_traces.then(|| tracing_opentelemetry::layer().with_tracer(tracer.tracer("bench")));
+        let subscriber: SharedSubscriber =
+            Arc::new(tracing_subscriber::registry().with(traces).with(layer));
+        let label = if with_traces {
+            "spanmetrics_and_otel_traces"
+        } else {
+            "spanmetrics_only"
+        };
         let mut ran = false;
         for threads in [1, 2] {
             let dispatchers = dispatchers(&subscriber, threads);
-            group.bench_function(
-                format!("spanmetrics_and_otel_traces/{threads}_threads"),
-                |b| {
-                    ran = true;
-                    b.iter_custom(|iters| split_over_threads(&dispatchers, iters, bot_call))
-                },
-            );
+            group.bench_function(format!("{label}/{threads}_threads"), |b| {
+                ran = true;
+                b.iter_custom(|iters| split_over_threads(&dispatchers, iters, bot_call))
+            });
         }
         if ran {
             handle.flush();
             let count = prometheus_count(&prometheus.render());
             assert!(count > 0.0, "spanmetrics recorded nothing");
             eprintln!(
-                "spanmetrics: {count} calls recorded, {} records dropped",
+                "{label}: {count} calls recorded, {} records dropped",
                 handle.dropped()
             );
         }
         let _ = tracer.shutdown();
         let _ = meters.shutdown();
+    }
+
+    // tracing-opentelemetry spans alone (same sampler and exporter).
+    {
+        let tracer = tracer_provider();
+        let subscriber: SharedSubscriber = Arc::new(
+            tracing_subscriber::registry()
+                .with(tracing_opentelemetry::layer().with_tracer(tracer.tracer("bench"))),
+        );
+        for threads in [1, 2] {
+            let dispatchers = dispatchers(&subscriber, threads);
+            group.bench_function(format!("otel_traces_only/{threads}_threads"), |b| {
+                b.iter_custom(|iters| split_over_threads(&dispatchers, iters, bot_call))
+            });
+        }
+        let _ = tracer.shutdown();
     }
 
     // tracing-opentelemetry spans + MetricsLayer.
@@ -488,6 +519,8 @@ fn print_ratios() {
     }
     let configs = [
         "no_telemetry",
+        "spanmetrics_only",
+        "otel_traces_only",
         "spanmetrics_and_otel_traces",
         "otel_traces_and_metrics_layer",
     ];
