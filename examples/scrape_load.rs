@@ -8,7 +8,11 @@
 //!
 //! ```text
 //! cargo run --release --example scrape_load -- [PHASE_SECONDS] [ROUNDS]   # defaults: 4 2
+//! cargo run --release --example scrape_load -- probe [COMMANDS] [SECONDS]  # defaults: 2000 5
 //! ```
+//!
+//! `probe` measures something else: the latency of `/health/live` on its own and while `wrk`
+//! scrapes `/metrics`, with COMMANDS commands × ok/error series on the page.
 //!
 //! Needs `wrk` on the `PATH` (Debian: `apt-get install wrk`). `wrk` runs with one thread and
 //! 4 connections for the phase's duration (bounded by its own `-d`), on 127.0.0.1 only.
@@ -128,8 +132,94 @@ fn phase(
     (latencies, rate)
 }
 
+/// Runs `wrk` on `path` for `seconds` with `connections`, returning its stdout.
+fn spawn_wrk(addr: SocketAddr, path: &str, seconds: u64, connections: u32) -> std::process::Child {
+    Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--timeout",
+            "5s",
+            "--latency",
+        ])
+        .arg(format!("http://{addr}{path}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wrk on the PATH (apt-get install wrk)")
+}
+
+/// Waits (bounded) for `wrk` and returns its stdout; kills it by PID if it overruns.
+fn finish_wrk(mut wrk: std::process::Child, seconds: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(seconds + 10);
+    while wrk.try_wait().expect("wrk status").is_none() {
+        if Instant::now() > deadline {
+            let _ = wrk.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = wrk.wait_with_output().expect("wrk output");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A line of `wrk --latency`'s distribution (`"50%"`, `"99%"`) or summary (`"Requests/sec:"`).
+fn wrk_field<'a>(text: &'a str, label: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .map_or("?", str::trim)
+}
+
+/// `probe [COMMANDS] [SECONDS]`: latency of `/health/live` alone, then while `wrk` scrapes
+/// `/metrics`, with COMMANDS commands × ok/error series on the page. The endpoints share one
+/// server thread, so a slow render delays every other request.
+fn probe(mut args: impl Iterator<Item = String>) {
+    let commands: usize = args.next().map_or(2000, |s| s.parse().expect("COMMANDS"));
+    let seconds: u64 = args.next().map_or(5, |s| s.parse().expect("SECONDS"));
+    let guard = spanmetrics::Telemetry::builder()
+        .with_env(Vec::new())
+        .with_prometheus_listen(Some(SocketAddr::from(([127, 0, 0, 1], 0))))
+        .with_default_log_filter("off")
+        .install()
+        .expect("telemetry starts");
+    let addr = guard.prometheus_addr().expect("the endpoint listens");
+    for i in 0..commands {
+        let name = format!("cmd-{i:05}");
+        drop(tracing::info_span!("handler", command = %name));
+        drop(tracing::info_span!("handler", command = %name, outcome = "error"));
+    }
+    guard.spanmetrics().flush();
+    let alone = finish_wrk(spawn_wrk(addr, "/health/live", seconds, 1), seconds);
+    let scraper = spawn_wrk(addr, "/metrics", seconds, 2);
+    let probed = finish_wrk(spawn_wrk(addr, "/health/live", seconds, 1), seconds);
+    let scraped = finish_wrk(scraper, seconds);
+    println!("\n/health/live latency with {commands} commands × ok/error on the page:");
+    for (name, text) in [("alone", &alone), ("while wrk scrapes /metrics", &probed)] {
+        println!(
+            "  {name:<28} p50 {:>9}  p99 {:>9}  {:>9} req/s",
+            wrk_field(text, "50%"),
+            wrk_field(text, "99%"),
+            wrk_field(text, "Requests/sec:"),
+        );
+    }
+    println!(
+        "  /metrics scrapes: {} req/s, p50 {}",
+        wrk_field(&scraped, "Requests/sec:"),
+        wrk_field(&scraped, "50%")
+    );
+    if let Err(error) = guard.shutdown() {
+        eprintln!("shutdown: {error}");
+    }
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("probe") {
+        args.next();
+        probe(args);
+        return;
+    }
     let seconds: u64 = args.next().map_or(4, |s| s.parse().expect("PHASE_SECONDS"));
     let rounds: usize = args.next().map_or(2, |s| s.parse().expect("ROUNDS"));
 
