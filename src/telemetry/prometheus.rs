@@ -217,7 +217,24 @@ async fn serve(
                     hyper_util::rt::TokioIo::new(stream),
                     hyper::service::service_fn(move |request| {
                         let scrape = Arc::clone(&scrape);
-                        async move { Ok::<_, Infallible>(route(&scrape, &request)) }
+                        async move {
+                            let response = match route(&scrape, &request) {
+                                Routed::Done(response) => response,
+                                // Rendering takes milliseconds per thousand series: off this
+                                // thread, so probes and streams are not queued behind it.
+                                Routed::Render => {
+                                    let rendered = tokio::task::spawn_blocking(move || scrape.render()).await;
+                                    match rendered {
+                                        Ok(page) => text(StatusCode::OK, EXPOSITION, page),
+                                        Err(_) => api::error(
+                                            StatusCode::SERVICE_UNAVAILABLE,
+                                            "the metrics page could not be rendered; try again",
+                                        ),
+                                    }
+                                }
+                            };
+                            Ok::<_, Infallible>(response)
+                        }
                     }),
                 );
                 tokio::spawn(async move {
@@ -233,15 +250,31 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     api::respond(status, content_type, body)
 }
 
+/// The content type of the Prometheus text exposition.
+const EXPOSITION: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What [`route`] decided.
+enum Routed {
+    Done(Response<Body>),
+    /// `GET /metrics`, authorised: render the page (blocking work).
+    Render,
+}
+
+impl From<Response<Body>> for Routed {
+    fn from(response: Response<Body>) -> Self {
+        Routed::Done(response)
+    }
+}
+
 /// The endpoints: `/metrics`, and those of [`Api`] (health probes without a token).
-fn route<B>(scrape: &Scrape, request: &Request<B>) -> Response<Body> {
+fn route<B>(scrape: &Scrape, request: &Request<B>) -> Routed {
     let (method, uri) = (request.method(), request.uri());
     if let Some(response) = Api::precheck(uri) {
-        return response;
+        return response.into();
     }
     if let Some(api) = &scrape.api {
         if let Some(response) = api.probe(method, uri) {
-            return response;
+            return response.into();
         }
         if !api.authorised(uri, request.headers()) {
             let mut response = api::error(
@@ -252,16 +285,12 @@ fn route<B>(scrape: &Scrape, request: &Request<B>) -> Response<Body> {
                 hyper::header::WWW_AUTHENTICATE,
                 hyper::header::HeaderValue::from_static("Bearer"),
             );
-            return response;
+            return response.into();
         }
     }
     match (method, uri.path()) {
-        (&Method::GET, "/metrics") => text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            scrape.render(),
-        ),
-        (_, "/metrics") => api::method_not_allowed(),
+        (&Method::GET, "/metrics") => Routed::Render,
+        (_, "/metrics") => api::method_not_allowed().into(),
         _ => scrape
             .api
             .as_ref()
@@ -271,6 +300,7 @@ fn route<B>(scrape: &Scrape, request: &Request<B>) -> Response<Body> {
                     StatusCode::NOT_FOUND,
                     "not found; try /metrics, /health, /api/commands or /",
                 )
-            }),
+            })
+            .into(),
     }
 }
