@@ -60,7 +60,7 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
         .iter()
         .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
     let body = if chunked {
-        dechunk(body)
+        crate::support::dechunk(body)
     } else {
         body.to_owned()
     };
@@ -98,21 +98,6 @@ fn read_response(stream: &mut TcpStream) -> Vec<u8> {
 
 pub fn get(addr: SocketAddr, path: &str) -> Reply {
     request(addr, "GET", path, &[])
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// The listener address the driver prints at start.

@@ -421,7 +421,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     Some(body.to_owned())
 }
 
-fn dechunk(mut body: &str) -> String {
+/// The body of a `Transfer-Encoding: chunked` answer, unchunked.
+pub fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
