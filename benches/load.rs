@@ -17,9 +17,10 @@
 //!
 //! Run: `cargo bench --bench load -- --warm-up-time 1 --measurement-time 3`
 
+mod support;
+
 use std::fmt::{self, Write as _};
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -471,40 +472,12 @@ fn handlers(c: &mut Criterion) {
     group.finish();
 }
 
-/// Where criterion saved its estimates: `$CRITERION_HOME`, else `target/criterion` under
-/// `$CARGO_TARGET_DIR` or the package root (cargo runs benches from there).
-fn criterion_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return home.into();
-    }
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| PathBuf::from("target"), PathBuf::from)
-        .join("criterion")
-}
-
-/// Typical ns per iteration of one benchmark in its latest saved run: criterion's slope when
-/// it fitted one, else the mean.
-fn estimate(group: &str, function: &str) -> Option<f64> {
-    let path = criterion_home()
-        .join(group)
-        .join(function.replace('/', "_"))
-        .join("new")
-        .join("estimates.json");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    let typical = match json.get("slope") {
-        Some(slope) if !slope.is_null() => slope,
-        _ => json.get("mean")?,
-    };
-    typical.get("point_estimate")?.as_f64()
-}
-
 /// Prints per-series costs, calls per second and the ratios, from the latest saved estimates.
 fn print_ratios() {
     println!("\nLoad and scale (latest saved estimate of each benchmark):");
     for what in ["otel_collect_export", "prometheus_render"] {
-        let small = estimate("export", &format!("{what}/100_series"));
-        let large = estimate("export", &format!("{what}/10000_series"));
+        let small = support::estimate("export", &format!("{what}/100_series"));
+        let large = support::estimate("export", &format!("{what}/10000_series"));
         if let (Some(small), Some(large)) = (small, large) {
             println!(
                 "  {what}: 100 series {:.1} µs ({:.0} ns/series), 10,000 series {:.2} ms \
@@ -525,11 +498,12 @@ fn print_ratios() {
         "otel_traces_and_metrics_layer",
     ];
     for threads in [1, 2] {
-        let Some(base) = estimate("handlers", &format!("no_telemetry/{threads}_threads")) else {
+        let Some(base) = support::estimate("handlers", &format!("no_telemetry/{threads}_threads"))
+        else {
             continue;
         };
         for name in configs {
-            if let Some(ns) = estimate("handlers", &format!("{name}/{threads}_threads")) {
+            if let Some(ns) = support::estimate("handlers", &format!("{name}/{threads}_threads")) {
                 println!(
                     "  {threads} thread(s), {name}: {:.2} M calls/s, {:.2} of no telemetry",
                     1e3 / ns,
@@ -538,11 +512,11 @@ fn print_ratios() {
             }
         }
         if let (Some(ours), Some(theirs)) = (
-            estimate(
+            support::estimate(
                 "handlers",
                 &format!("spanmetrics_and_otel_traces/{threads}_threads"),
             ),
-            estimate(
+            support::estimate(
                 "handlers",
                 &format!("otel_traces_and_metrics_layer/{threads}_threads"),
             ),

@@ -15,9 +15,10 @@
 //!
 //! Run: `cargo bench --bench overhead -- --warm-up-time 1 --measurement-time 3`
 
+mod support;
+
 use std::cell::Cell;
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -482,38 +483,12 @@ fn forwarding(c: &mut Criterion) {
     group.finish();
 }
 
-/// Where criterion saved its estimates: `$CRITERION_HOME`, else `target/criterion` under
-/// `$CARGO_TARGET_DIR` or the package root (cargo runs benches from there).
-fn criterion_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return home.into();
-    }
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| PathBuf::from("target"), PathBuf::from)
-        .join("criterion")
-}
-
-/// Typical ns per call of one benchmark in its latest saved run: criterion's slope when it
-/// fitted one, else the mean.
-fn estimate(group: &str, function: &str) -> Option<f64> {
-    let path = criterion_home()
-        .join(group)
-        .join(function.replace('/', "_"))
-        .join("new")
-        .join("estimates.json");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    let typical = match json.get("slope") {
-        Some(slope) if !slope.is_null() => slope,
-        _ => json.get("mean")?,
-    };
-    typical.get("point_estimate")?.as_f64()
-}
-
 /// Prints the ratios the issue sets targets for, from the latest saved estimates.
 fn print_ratios() {
-    let o = |name| estimate("overhead", name);
-    let t = |name: &str, threads: u32| estimate("throughput", &format!("{name}/{threads}_threads"));
+    let o = |name| support::estimate("overhead", name);
+    let t = |name: &str, threads: u32| {
+        support::estimate("throughput", &format!("{name}/{threads}_threads"))
+    };
     let (Some(base), Some(minimal), Some(both), Some(no_busy), Some(otel), Some(otel_metrics)) = (
         o("2_registry_noop_layer"),
         o("3_minimal_timing_layer"),
@@ -543,7 +518,7 @@ fn print_ratios() {
         "  otel layer alone added / spanmetrics added:         {:5.2}",
         added(otel) / added(both)
     );
-    if let Some(forward) = estimate("forwarding", "spanmetrics_flush_per_call") {
+    if let Some(forward) = support::estimate("forwarding", "spanmetrics_flush_per_call") {
         println!(
             "  (spanmetrics added + forwarding) / minimal added:   {:5.2}  (all CPU spent per call)",
             (added(both) + forward) / added(minimal)
