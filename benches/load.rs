@@ -20,8 +20,7 @@
 mod support;
 
 use std::fmt::{self, Write as _};
-use std::hint::black_box;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
@@ -300,36 +299,6 @@ fn bot_call_self_timed(i: u64) -> usize {
     result.map_or(0, |s| s.len())
 }
 
-/// Runs `iters` calls split evenly over one fresh thread per dispatcher, each under its own,
-/// and returns the wall time from the common start to the last thread's end.
-fn split_over_threads(dispatchers: &[Dispatch], iters: u64, work: fn(u64) -> usize) -> Duration {
-    let threads = dispatchers.len() as u64;
-    let barrier = Barrier::new(dispatchers.len() + 1);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .zip(dispatchers)
-            .map(|(t, dispatch)| {
-                let share = iters / threads + u64::from(t < iters % threads);
-                let barrier = &barrier;
-                scope.spawn(move || {
-                    dispatcher::with_default(dispatch, || {
-                        barrier.wait();
-                        for i in 0..share {
-                            black_box(work(black_box(i)));
-                        }
-                    })
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        for worker in workers {
-            worker.join().expect("a benchmark thread panicked");
-        }
-        start.elapsed()
-    })
-}
-
 /// A tracer provider sampling 10 % of traces by trace id, its spans going through a batch
 /// processor to an exporter that drops them.
 fn tracer_provider() -> SdkTracerProvider {
@@ -366,7 +335,7 @@ fn handlers(c: &mut Criterion) {
     for threads in [1, 2] {
         let dispatchers = vec![Dispatch::none(); threads];
         group.bench_function(format!("no_telemetry/{threads}_threads"), |b| {
-            b.iter_custom(|iters| split_over_threads(&dispatchers, iters, bot_call))
+            b.iter_custom(|iters| support::split_over_threads(&dispatchers, iters, bot_call))
         });
     }
 
@@ -399,7 +368,7 @@ fn handlers(c: &mut Criterion) {
             let dispatchers = dispatchers(&subscriber, threads);
             group.bench_function(format!("{label}/{threads}_threads"), |b| {
                 ran = true;
-                b.iter_custom(|iters| split_over_threads(&dispatchers, iters, bot_call))
+                b.iter_custom(|iters| support::split_over_threads(&dispatchers, iters, bot_call))
             });
         }
         if ran {
@@ -425,7 +394,7 @@ fn handlers(c: &mut Criterion) {
         for threads in [1, 2] {
             let dispatchers = dispatchers(&subscriber, threads);
             group.bench_function(format!("otel_traces_only/{threads}_threads"), |b| {
-                b.iter_custom(|iters| split_over_threads(&dispatchers, iters, bot_call))
+                b.iter_custom(|iters| support::split_over_threads(&dispatchers, iters, bot_call))
             });
         }
         let _ = tracer.shutdown();
@@ -448,7 +417,7 @@ fn handlers(c: &mut Criterion) {
                 |b| {
                     ran = true;
                     b.iter_custom(|iters| {
-                        split_over_threads(&dispatchers, iters, bot_call_self_timed)
+                        support::split_over_threads(&dispatchers, iters, bot_call_self_timed)
                     })
                 },
             );

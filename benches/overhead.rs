@@ -20,7 +20,7 @@ mod support;
 use std::cell::Cell;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
@@ -351,37 +351,6 @@ fn overhead(c: &mut Criterion) {
     group.finish();
 }
 
-/// Runs `iters` calls of `ping` split evenly over one fresh thread per dispatcher in
-/// `dispatchers`, each thread under its own, and returns the wall time from the common start to
-/// the last thread's end.
-fn split_over_threads(dispatchers: &[Dispatch], iters: u64, work: fn() -> u64) -> Duration {
-    let threads = dispatchers.len() as u64;
-    let barrier = Barrier::new(dispatchers.len() + 1);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .zip(dispatchers)
-            .map(|(i, dispatch)| {
-                let share = iters / threads + u64::from(i < iters % threads);
-                let barrier = &barrier;
-                scope.spawn(move || {
-                    dispatcher::with_default(dispatch, || {
-                        barrier.wait();
-                        for _ in 0..share {
-                            black_box(work());
-                        }
-                    })
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        for worker in workers {
-            worker.join().expect("a benchmark thread panicked");
-        }
-        start.elapsed()
-    })
-}
-
 /// `threads` dispatchers for one subscriber: either clones of one `Dispatch` (whose reference
 /// count every span touches, as with any scoped dispatcher) or one `Dispatch` per thread around
 /// the same `Arc`'d subscriber, which behaves like a global subscriber (no shared counter).
@@ -415,7 +384,7 @@ fn throughput(c: &mut Criterion) {
     for threads in [1, 2] {
         let dispatchers = vec![Dispatch::none(); threads];
         group.bench_function(format!("cpu_only/{threads}_threads"), |b| {
-            b.iter_custom(|iters| split_over_threads(&dispatchers, iters, spin))
+            b.iter_custom(|iters| support::split_over_threads(&dispatchers, iters, |_| spin()))
         });
     }
 
@@ -435,7 +404,9 @@ fn throughput(c: &mut Criterion) {
                 let name = format!("{label}/{dispatch_kind}/{threads}_threads");
                 group.bench_function(&name, |b| {
                     setup.ran.set(true);
-                    b.iter_custom(|iters| split_over_threads(&dispatchers, iters, ping))
+                    b.iter_custom(|iters| {
+                        support::split_over_threads(&dispatchers, iters, |_| ping())
+                    })
                 });
                 if label == "spanmetrics_both_sinks" {
                     setup.report(&name);

@@ -1,6 +1,12 @@
-//! Shared by the benches: reading the estimates criterion saved, to print ratios at the end.
+//! Shared by the benches: splitting calls over threads, and reading the estimates criterion
+//! saved to print ratios at the end.
 
+use std::hint::black_box;
 use std::path::PathBuf;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use tracing::dispatcher::{self, Dispatch};
 
 /// Where criterion saved its estimates: `$CRITERION_HOME`, else `target/criterion` under
 /// `$CARGO_TARGET_DIR` or the package root (cargo runs benches from there).
@@ -28,4 +34,39 @@ pub fn estimate(group: &str, function: &str) -> Option<f64> {
         _ => json.get("mean")?,
     };
     typical.get("point_estimate")?.as_f64()
+}
+
+/// Runs `iters` calls of `work` (given the call's index) split evenly over one fresh thread per
+/// dispatcher in `dispatchers`, each thread under its own, and returns the wall time from the
+/// common start to the last thread's end.
+pub fn split_over_threads<R>(
+    dispatchers: &[Dispatch],
+    iters: u64,
+    work: impl Fn(u64) -> R + Copy + Send,
+) -> Duration {
+    let threads = dispatchers.len() as u64;
+    let barrier = Barrier::new(dispatchers.len() + 1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .zip(dispatchers)
+            .map(|(t, dispatch)| {
+                let share = iters / threads + u64::from(t < iters % threads);
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    dispatcher::with_default(dispatch, || {
+                        barrier.wait();
+                        for i in 0..share {
+                            black_box(work(black_box(i)));
+                        }
+                    })
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for worker in workers {
+            worker.join().expect("a benchmark thread panicked");
+        }
+        start.elapsed()
+    })
 }
