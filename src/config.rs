@@ -291,6 +291,10 @@ impl Builder {
     }
 
     /// Send the `metrics` facade measurements to this recorder instead of the global one.
+    ///
+    /// The recorder must not forward into the OpenTelemetry meter provider given to
+    /// [`Builder::with_meter_provider`]: new series are registered on it while that provider
+    /// collects, and a bridge back into the provider would wait on the collection itself.
     pub fn with_recorder<R>(mut self, recorder: R) -> Self
     where
         R: metrics::Recorder + Send + Sync + 'static,

@@ -167,7 +167,9 @@ impl SpanMetricsHandle {
     ///
     /// The background thread does this every flush interval, and an OpenTelemetry collection
     /// does it first; call it before reading a `metrics` recorder directly (in tests, or
-    /// before rendering a Prometheus page yourself).
+    /// before rendering a Prometheus page yourself). With the global `metrics` recorder, call
+    /// it outside `metrics::with_local_recorder` scopes: new series are registered on the
+    /// recorder the calling thread sees.
     pub fn flush(&self) {
         self.shared.flush();
     }
