@@ -22,15 +22,6 @@ const ROUNDS: usize = 10;
 /// is generous and only catches leaks that scale with the outage.
 const RSS_GROWTH_BOUND_KIB: u64 = 64 * 1024;
 
-fn prometheus_addr(driver: &Process) -> SocketAddr {
-    poll("the prometheus address", || {
-        driver
-            .stdout()
-            .lines()
-            .find_map(|l| l.strip_prefix("prometheus ")?.parse().ok())
-    })
-}
-
 /// Export failure counters on the driver's own `/metrics`: (metric exports, trace exports,
 /// dropped spans).
 fn export_failures(addr: SocketAddr) -> Option<(f64, f64, f64)> {
@@ -76,7 +67,7 @@ fn a_stopped_collector_blocks_no_command_bounds_memory_counts_losses_and_totals_
             ("OTEL_BSP_SCHEDULE_DELAY", "200".to_owned()),
         ],
     );
-    let prometheus = prometheus_addr(&driver);
+    let prometheus = driver.prometheus_addr();
 
     // Healthy: two rounds, everything arrives.
     let mut rounds = 0;

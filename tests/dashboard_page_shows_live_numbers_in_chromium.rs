@@ -9,7 +9,6 @@ mod support;
 use serde_json::{json, Value};
 
 use cdp::Browser;
-use http::driver_addr;
 use support::*;
 
 const TOKEN: &str = "dashboard-token-1";
@@ -30,7 +29,7 @@ fn dashboard_shows_a_row_per_command_and_follows_new_traffic() {
             ("SPANMETRICS_STREAM_INTERVAL_MS", "200".to_owned()),
         ],
     );
-    let addr = driver_addr(&driver);
+    let addr = driver.prometheus_addr();
     // 25 of 26 succeed: healthy (above the 95% objective).
     driver.send("run roll:ok:20,fetch:ok:5,fetch:NotFound:1");
     driver.wait_for_lines("done", 1);

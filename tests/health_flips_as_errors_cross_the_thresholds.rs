@@ -4,7 +4,7 @@
 mod http;
 mod support;
 
-use http::{driver_addr, get};
+use http::get;
 use serde_json::Value;
 use support::*;
 
@@ -53,7 +53,7 @@ fn health_goes_degraded_then_unhealthy_and_recovers_when_errors_stop() {
             ("SPANMETRICS_HEALTH_MIN_CALLS", "10".to_owned()),
         ],
     );
-    let addr = driver_addr(&driver);
+    let addr = driver.prometheus_addr();
     let mut bot = Bot {
         driver,
         runs: 0,

@@ -10,7 +10,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use http::{driver_addr, get, request};
+use http::{get, request};
 use support::*;
 
 /// Connections the endpoint serves at a time (see `MAX_CONNECTIONS` in the crate).
@@ -25,7 +25,7 @@ fn start() -> (Process, SocketAddr) {
         "multi-thread",
         &[("SPANMETRICS_PROMETHEUS_LISTEN", "127.0.0.1:0".to_owned())],
     );
-    let addr = driver_addr(&driver);
+    let addr = driver.prometheus_addr();
     (driver, addr)
 }
 

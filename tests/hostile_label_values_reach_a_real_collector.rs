@@ -6,9 +6,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use support::*;
 
 const VALUE_CAP: usize = 96;
@@ -61,12 +58,7 @@ fn hostile_values_reach_the_collector_intact_and_the_page_stays_valid() {
             ("SPANMETRICS_PROMETHEUS_LISTEN", "127.0.0.1:0".to_owned()),
         ],
     );
-    let addr = poll("the driver's listen address", || {
-        driver
-            .stdout()
-            .lines()
-            .find_map(|l| l.strip_prefix("prometheus ")?.parse().ok())
-    });
+    let addr = driver.prometheus_addr();
     let values = hostile_values();
     for (i, value) in values.iter().enumerate() {
         driver.send(&format!("hostile {}", hex(value)));
@@ -77,26 +69,8 @@ fn hostile_values_reach_the_collector_intact_and_the_page_stays_valid() {
 
     // The Prometheus page, checked by promtool.
     let page = http_get(addr, "/metrics").expect("the page");
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n{page}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (passed, report) = promtool_check_metrics(&promtool, &page);
+    assert!(passed, "promtool: {report}\n{page}");
 
     // The live statistics name the same commands in valid JSON.
     let summary = http_get(addr, "/api/commands").expect("the summary");

@@ -7,8 +7,6 @@ mod common;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use common::{Fixture, Labels};
 use proptest::prelude::*;
@@ -69,26 +67,7 @@ fn record(fixture: &Fixture, values: &[Hostile]) {
 /// `promtool check metrics` on `text`: its exit status and output.
 fn promtool(text: &str) -> Option<(bool, String)> {
     let tool = support::tool("PROMTOOL")?;
-    let mut child = Command::new(tool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("promtool reads the page");
-    let out = child.wait_with_output().expect("promtool finishes");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some((out.status.success(), report))
+    Some(support::promtool_check_metrics(&tool, text))
 }
 
 /// Every sample line (name and labels) appears once: a Prometheus server drops duplicates.

@@ -4,7 +4,7 @@
 mod http;
 mod support;
 
-use http::{driver_addr, get, request};
+use http::{get, request};
 use serde_json::Value;
 use support::*;
 
@@ -14,7 +14,7 @@ fn start(env: &[(&str, &str)]) -> (Process, std::net::SocketAddr) {
     let mut vars = vec![("SPANMETRICS_PROMETHEUS_LISTEN", "127.0.0.1:0".to_owned())];
     vars.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let driver = driver("multi-thread", &vars);
-    let addr = driver_addr(&driver);
+    let addr = driver.prometheus_addr();
     (driver, addr)
 }
 
@@ -328,7 +328,7 @@ fn listening_beyond_loopback_without_a_token_logs_a_warning() {
         "none",
         &[("SPANMETRICS_PROMETHEUS_LISTEN", "0.0.0.0:0".to_owned())],
     );
-    driver_addr(&driver);
+    driver.prometheus_addr();
     poll("the warning", || {
         driver.stderr().contains(warning).then_some(())
     });

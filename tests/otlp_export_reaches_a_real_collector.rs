@@ -214,12 +214,7 @@ fn totals_are_exact_after_the_collector_restarts() {
     driver.send(&format!("run {during}"));
     driver.wait_for_lines("done", 2);
     // The failures are counted, and exported on the Prometheus endpoint.
-    let prometheus: std::net::SocketAddr = poll("the prometheus address", || {
-        driver
-            .stdout()
-            .lines()
-            .find_map(|l| l.strip_prefix("prometheus ")?.parse().ok())
-    });
+    let prometheus: std::net::SocketAddr = driver.prometheus_addr();
     poll("metric export failures to be counted", || {
         let page = http_get(prometheus, "/metrics")?;
         page.lines()

@@ -40,12 +40,7 @@ fn prometheus_server_scrapes_exact_command_counts() {
         "multi-thread",
         &[("SPANMETRICS_PROMETHEUS_LISTEN", "127.0.0.1:0".to_owned())],
     );
-    let target: std::net::SocketAddr = poll("the metrics address", || {
-        driver
-            .stdout()
-            .lines()
-            .find_map(|l| l.strip_prefix("prometheus ")?.parse().ok())
-    });
+    let target: std::net::SocketAddr = driver.prometheus_addr();
     driver.send(&format!("run {PLAN}"));
     driver.wait_for_lines("done", 1);
     assert!(
@@ -110,30 +105,9 @@ fn prometheus_server_scrapes_exact_command_counts() {
         page.contains("le=\"0.0001\"") && page.contains("le=\"60\""),
         "buckets 100µs…60s"
     );
-    let mut check = std::process::Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    {
-        use std::io::Write;
-        check
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(page.as_bytes())
-            .unwrap();
-    }
-    let output = check.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (passed, report) = promtool_check_metrics(&promtool, &page);
     assert!(
-        output.status.success() && report.trim().is_empty(),
+        passed && report.trim().is_empty(),
         "promtool: {report}\n{page}"
     );
 
@@ -147,12 +121,7 @@ fn a_client_that_never_sends_its_request_is_disconnected() {
         "current-thread",
         &[("SPANMETRICS_PROMETHEUS_LISTEN", "127.0.0.1:0".to_owned())],
     );
-    let target: std::net::SocketAddr = poll("the metrics address", || {
-        driver
-            .stdout()
-            .lines()
-            .find_map(|l| l.strip_prefix("prometheus ")?.parse().ok())
-    });
+    let target: std::net::SocketAddr = driver.prometheus_addr();
     // Half a request line, then silence: the server must hang up, not wait forever.
     let mut silent = std::net::TcpStream::connect(target).expect("connect");
     {

@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use http::{driver_addr, get};
+use http::get;
 use support::*;
 
 fn recent_errors(addr: std::net::SocketAddr) -> Vec<serde_json::Value> {
@@ -34,7 +34,7 @@ fn failed_commands_link_to_the_traces_the_collector_received() {
             ("SPANMETRICS_PROMETHEUS_LISTEN", "127.0.0.1:0".to_owned()),
         ],
     );
-    let addr = driver_addr(&driver);
+    let addr = driver.prometheus_addr();
     driver.send("run roll:ok:4,roll:Timeout:2,fetch:NotFound:1");
     driver.wait_for_lines("done", 1);
 
@@ -88,7 +88,7 @@ fn unsampled_failures_have_no_trace_id() {
             ("SPANMETRICS_PROMETHEUS_LISTEN", "127.0.0.1:0".to_owned()),
         ],
     );
-    let addr = driver_addr(&driver);
+    let addr = driver.prometheus_addr();
     driver.send("run fetch:NotFound:2");
     driver.wait_for_lines("done", 1);
     let items = recent_errors(addr);

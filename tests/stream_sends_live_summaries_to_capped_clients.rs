@@ -8,7 +8,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use http::driver_addr;
 use support::*;
 
 /// An open event stream.
@@ -55,7 +54,7 @@ fn stream_summaries_follow_new_traffic() {
         "multi-thread",
         &[("SPANMETRICS_PROMETHEUS_LISTEN", "127.0.0.1:0".to_owned())],
     );
-    let addr = driver_addr(&driver);
+    let addr = driver.prometheus_addr();
     let mut stream = open(addr, "/api/stream?interval_ms=100&window=5m");
     assert_eq!(stream.status, 200);
     let first = stream.next_summary();
@@ -78,7 +77,7 @@ fn stream_refuses_clients_beyond_the_cap_and_frees_slots_on_disconnect() {
         "none",
         &[("SPANMETRICS_PROMETHEUS_LISTEN", "127.0.0.1:0".to_owned())],
     );
-    let addr = driver_addr(&driver);
+    let addr = driver.prometheus_addr();
     let mut open_streams: Vec<Stream> = (0..16)
         .map(|_| open(addr, "/api/stream?interval_ms=100"))
         .collect();

@@ -99,13 +99,3 @@ fn read_response(stream: &mut TcpStream) -> Vec<u8> {
 pub fn get(addr: SocketAddr, path: &str) -> Reply {
     request(addr, "GET", path, &[])
 }
-
-/// The listener address the driver prints at start.
-pub fn driver_addr(driver: &crate::support::Process) -> SocketAddr {
-    crate::support::poll("the driver's listen address", || {
-        driver
-            .stdout()
-            .lines()
-            .find_map(|l| l.strip_prefix("prometheus ")?.parse().ok())
-    })
-}

@@ -71,6 +71,15 @@ fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
 }
 
 impl Process {
+    /// The Prometheus endpoint address the driver printed (`prometheus <addr>`).
+    pub fn prometheus_addr(&self) -> SocketAddr {
+        poll("the driver's Prometheus address", || {
+            self.stdout()
+                .lines()
+                .find_map(|l| l.strip_prefix("prometheus ")?.parse().ok())
+        })
+    }
+
     pub fn spawn(mut command: Command) -> Self {
         let mut child = command
             .stdin(Stdio::piped())
@@ -443,4 +452,28 @@ pub fn prometheus_value(page: &str, series: &str) -> Option<f64> {
         let (name, value) = l.rsplit_once(' ')?;
         (name == series).then(|| value.parse().ok())?
     })
+}
+
+/// `promtool check metrics` on `text`: whether it passed, and everything it printed.
+pub fn promtool_check_metrics(promtool: &std::path::Path, text: &str) -> (bool, String) {
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    child
+        .stdin
+        .take()
+        .expect("promtool's stdin")
+        .write_all(text.as_bytes())
+        .expect("promtool reads the page");
+    let out = child.wait_with_output().expect("promtool finishes");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), report)
 }
