@@ -503,12 +503,7 @@ criterion_group!(benches, export, handlers);
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    let args: Vec<String> = std::env::args().collect();
-    let measuring = args.iter().any(|a| a == "--bench")
-        && !args
-            .iter()
-            .any(|a| a == "--test" || a == "--list" || a.starts_with("--profile-time"));
-    if measuring {
+    if support::is_measuring_run() {
         print_ratios();
     }
 }

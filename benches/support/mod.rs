@@ -70,3 +70,13 @@ pub fn split_over_threads<R>(
         start.elapsed()
     })
 }
+
+/// Whether this is a real benchmark run (`cargo bench`), whose fresh estimates are worth
+/// comparing; not `--test`, `--list` or `--profile-time`.
+pub fn is_measuring_run() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench")
+        && !args
+            .iter()
+            .any(|a| a == "--test" || a == "--list" || a.starts_with("--profile-time"))
+}
