@@ -15,7 +15,7 @@ use rtrb::Consumer;
 use crate::buffer::{Buffers, Record};
 use crate::config::Config;
 use crate::names;
-use crate::registry::{Registry, OTHER_ID, OVERFLOW_COMMAND, OVERFLOW_ENTRY};
+use crate::registry::{Registry, OVERFLOW_COMMAND, OVERFLOW_ENTRY};
 
 use self::otel::Instruments;
 use self::recorder::RecorderHandles;
@@ -130,13 +130,12 @@ impl FoldCounter {
     }
 }
 
-/// Per-command state: in-flight count, its gauge, and the error types seen.
+/// Per-command state: in-flight count and its gauge.
 struct CommandState {
     active: i64,
     published: i64,
     gauge: Option<metrics::Gauge>,
     otel_attributes: Vec<KeyValue>,
-    error_types: Vec<u16>,
 }
 
 /// Background aggregation state of one layer.
@@ -247,9 +246,7 @@ impl Pump {
                 busy_ns,
             } => {
                 let command = cx.registry.entry(entry).command;
-                let state = self.command(cx, command);
-                state.active -= 1;
-                let error = error.map(|id| capped_error_type(state, id, cx.config.max_error_types));
+                self.command(cx, command).active -= 1;
                 if cx.config.live.is_some() {
                     self.live.push(crate::live::Finished {
                         command,
@@ -292,7 +289,6 @@ impl Pump {
                 published: 0,
                 gauge: recorder.gauge(names::PROM_ACTIVE, labels),
                 otel_attributes,
-                error_types: Vec::new(),
             }
         })
     }
@@ -410,18 +406,6 @@ impl Pump {
         for state in self.commands.iter().flatten() {
             observe(state.active.max(0), &state.otel_attributes);
         }
-    }
-}
-
-/// The error type id to report: per command, at most `cap` distinct ones, then `_OTHER`.
-fn capped_error_type(state: &mut CommandState, id: u16, cap: usize) -> u16 {
-    if state.error_types.contains(&id) {
-        id
-    } else if id != OTHER_ID && state.error_types.len() < cap {
-        state.error_types.push(id);
-        id
-    } else {
-        OTHER_ID
     }
 }
 
