@@ -45,7 +45,8 @@ pub(crate) struct Buffers {
 struct LocalRing {
     layer: u64,
     producer: Producer<Record>,
-    since_wake: usize,
+    /// Records pushed since the fill level was last looked at.
+    since_check: usize,
 }
 
 /// Why a record could not be handed over.
@@ -87,8 +88,8 @@ impl Buffers {
         let _ = self.waker.set(thread);
     }
 
-    /// Hands a record over without blocking. Every quarter of a ring's capacity, the background
-    /// thread is woken (cheap when it is awake already), so it drains long before a ring fills.
+    /// Hands a record over without blocking. Every eighth of a ring's capacity, the fill level
+    /// is checked, and a ring half full wakes the background thread.
     pub(crate) fn try_push(&self, record: Record) -> Result<(), PushError> {
         RINGS
             .try_with(|rings| {
@@ -102,11 +103,15 @@ impl Buffers {
                 if ring.producer.push(record).is_err() {
                     return Err(PushError::Full);
                 }
-                ring.since_wake += 1;
-                if ring.since_wake >= self.capacity / 4 {
-                    ring.since_wake = 0;
-                    if let Some(waker) = self.waker.get() {
-                        waker.unpark();
+                ring.since_check += 1;
+                if ring.since_check >= self.capacity / 8 {
+                    ring.since_check = 0;
+                    // Only a ring half full wakes the background thread: it paces its drains
+                    // to come sooner, and a wake is a system call on this thread.
+                    if ring.producer.slots() < self.capacity / 2 {
+                        if let Some(waker) = self.waker.get() {
+                            waker.unpark();
+                        }
                     }
                 }
                 Ok(())
@@ -132,7 +137,7 @@ impl Buffers {
         rings.push(LocalRing {
             layer: self.id,
             producer,
-            since_wake: 0,
+            since_check: 0,
         });
         let last = rings.len() - 1;
         &mut rings[last]

@@ -19,26 +19,23 @@ use crate::error_type::leading_identifier;
 use crate::export;
 use crate::fields::{Collected, Collector, OutcomeField, MAX_LABELS};
 use crate::names;
+use crate::spans::{Closed, ErrorSource, SpanState};
 use crate::shared::{spawn_background, Shared, SpanMetricsHandle};
 
-/// Where the error type of a failed span came from; a higher source is not overwritten by a
-/// lower one.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum ErrorSource {
-    None,
-    Event,
-    SpanField,
-}
+/// Command-span states of the layers whose table had no room, kept in the span's extensions
+/// (one extension per type, so one list for every layer on the subscriber, keyed by layer).
+#[derive(Default)]
+struct Spilled(Vec<(u64, SpanState)>);
 
-/// Per-span timing and outcome, kept in the span's extensions.
-struct SpanState {
-    entry: u32,
-    command: u32,
-    start: u64,
-    busy_ns: u64,
-    failed: bool,
-    error_type: Option<u16>,
-    error_source: ErrorSource,
+impl Spilled {
+    fn get(&self, layer: u64) -> Option<&SpanState> {
+        self.0.iter().find(|(l, _)| *l == layer).map(|(_, s)| s)
+    }
+
+    fn take(&mut self, layer: u64) -> Option<SpanState> {
+        let i = self.0.iter().position(|(l, _)| *l == layer)?;
+        Some(self.0.swap_remove(i).1)
+    }
 }
 
 /// A `tracing_subscriber::Layer` that turns command spans into metrics.
@@ -117,20 +114,61 @@ impl SpanMetricsLayer {
         registry.resolve(site, command, &labels[..count])
     }
 
-    fn apply_outcome(&self, state: &mut SpanState, collected: &Collected) {
-        match collected.outcome {
-            Some(OutcomeField::Error) => state.failed = true,
-            Some(OutcomeField::Ok) => state.failed = false,
-            None => {}
-        }
-        if let Some(error_type) = &collected.error_type {
-            state.error_type = Some(self.shared.registry.intern_error_type(
-                state.command,
-                error_type.as_str(),
+    /// What an `outcome`, `otel.status_code` or `error.type` field on the span says.
+    fn apply_outcome(&self, state: &SpanState, collected: &Collected) {
+        let failed = collected.outcome.map(|o| o == OutcomeField::Error);
+        let error_type = collected.error_type.as_ref().map(|text| {
+            let command = self.shared.registry.entry(state.entry()).command;
+            let id = self.shared.registry.intern_error_type(
+                command,
+                text.as_str(),
                 self.shared.config.max_error_types,
-            ));
-            state.error_source = ErrorSource::SpanField;
+            );
+            (id, ErrorSource::SpanField)
+        });
+        if failed.is_some() || error_type.is_some() {
+            state.update_outcome(failed, error_type);
         }
+    }
+
+    /// Runs `f` on the state of command span `id`, wherever it is kept; `None` for a span that
+    /// is no command span (or was created before this layer saw it).
+    fn with_state<S, R>(&self, id: &Id, ctx: &Context<'_, S>, f: impl FnOnce(&SpanState) -> R) -> Option<R>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        if let Some(state) = self.shared.spans.get(id.into_u64()) {
+            return Some(f(state));
+        }
+        if !self.shared.spans.any_spilled() {
+            return None;
+        }
+        let span = ctx.span(id)?;
+        let extensions = span.extensions();
+        extensions
+            .get::<Spilled>()?
+            .get(self.shared.buffers.id())
+            .map(f)
+    }
+
+    /// Takes the state of command span `id` out, as it closes.
+    fn take_state<S>(&self, id: &Id, ctx: &Context<'_, S>) -> Option<Closed>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        if let Some(closed) = self.shared.spans.remove(id.into_u64()) {
+            return Some(closed);
+        }
+        if !self.shared.spans.any_spilled() {
+            return None;
+        }
+        let span = ctx.span(id)?;
+        let state = span
+            .extensions_mut()
+            .get_mut::<Spilled>()?
+            .take(self.shared.buffers.id())?;
+        self.shared.spans.unspilled();
+        Some(state.into_closed())
     }
 }
 
@@ -165,20 +203,24 @@ where
         collect!(collected, &site.roles, attrs);
         let entry = self.resolve(site, &collected, None);
         let command = self.shared.registry.entry(entry).command;
-        let mut state = SpanState {
-            entry,
-            command,
-            start,
-            busy_ns: 0,
-            failed: false,
-            error_type: None,
-            error_source: ErrorSource::None,
-        };
-        self.apply_outcome(&mut state, &collected);
-        let Some(span) = ctx.span(id) else {
-            return;
-        };
-        span.extensions_mut().insert(state);
+        if let Some(state) = self.shared.spans.insert(id.into_u64(), entry, start) {
+            self.apply_outcome(state, &collected);
+        } else {
+            // More command spans in flight than the table holds: the slow path.
+            let state = SpanState::new(entry, start);
+            self.apply_outcome(&state, &collected);
+            let Some(span) = ctx.span(id) else {
+                return;
+            };
+            let mut extensions = span.extensions_mut();
+            if extensions.get_mut::<Spilled>().is_none() {
+                extensions.insert(Spilled::default());
+            }
+            if let Some(spilled) = extensions.get_mut::<Spilled>() {
+                spilled.0.push((self.shared.buffers.id(), state));
+                self.shared.spans.spilled();
+            }
+        }
         self.shared.record(Record::Started { command });
     }
 
@@ -190,43 +232,37 @@ where
             return;
         };
         collect!(collected, &site.roles, values);
-        let moved = {
-            let mut extensions = span.extensions_mut();
-            let Some(state) = extensions.get_mut::<SpanState>() else {
-                return;
-            };
+        let moved = self.with_state(id, &ctx, |state| {
             let mut moved = None;
             if collected.command.is_some() || collected.any_label() {
-                let entry = self.resolve(site, &collected, Some(state.entry));
-                let command = self.shared.registry.entry(entry).command;
-                if command != state.command {
-                    moved = Some(Record::Moved {
-                        from: state.command,
-                        to: command,
-                    });
-                    state.command = command;
+                let registry = &self.shared.registry;
+                let entry = self.resolve(site, &collected, Some(state.entry()));
+                let from = registry.entry(state.set_entry(entry)).command;
+                let to = registry.entry(entry).command;
+                if from != to {
+                    moved = Some(Record::Moved { from, to });
                 }
-                state.entry = entry;
             }
             self.apply_outcome(state, &collected);
             moved
-        };
-        // Not while holding the span's extensions: handing over may wait when overloaded.
-        if let Some(moved) = moved {
+        });
+        if let Some(Some(moved)) = moved {
             self.shared.record(moved);
         }
     }
 
     fn on_enter(&self, id: &Id, _ctx: Context<'_, S>) {
-        // No look-up of the span: the time goes on this thread's stack, and the exit (on this
-        // same thread) decides whether it was a command span.
-        if self.shared.config.busy_time {
-            entered::enter(
-                self.shared.buffers.id(),
-                id.into_u64(),
-                self.shared.clock.raw(),
-            );
+        if !self.shared.config.busy_time {
+            return;
         }
+        // Not a command span: nothing to time. (With spans spilled to extensions, the exit
+        // decides, to keep the registry look-up off this path.)
+        let id = id.into_u64();
+        if self.shared.spans.get(id).is_none() && !self.shared.spans.any_spilled() {
+            return;
+        }
+        // The time goes on this thread's stack; the exit (on this same thread) adds it up.
+        entered::enter(self.shared.buffers.id(), id, self.shared.clock.raw());
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
@@ -236,23 +272,11 @@ where
         let Some(entered_at) = entered::exit(self.shared.buffers.id(), id.into_u64()) else {
             return;
         };
-        let Some(span) = ctx.span(id) else {
-            return;
-        };
-        if !matches!(
-            self.shared.callsites.get(span.metadata()),
-            Some(Callsite::Span(_))
-        ) {
-            return;
-        }
         let busy = self
             .shared
             .clock
             .delta_as_nanos(entered_at, self.shared.clock.raw());
-        let mut extensions = span.extensions_mut();
-        if let Some(state) = extensions.get_mut::<SpanState>() {
-            state.busy_ns = state.busy_ns.saturating_add(busy);
-        }
+        self.with_state(id, &ctx, |state| state.add_busy(busy));
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
@@ -277,48 +301,42 @@ where
         let registry = &self.shared.registry;
         // The nearest enclosing command span is the one the event belongs to.
         for span in scope {
-            // A shared lock to look, the exclusive one only on the command span itself.
-            if span.extensions().get::<SpanState>().is_none() {
-                continue;
-            }
-            let mut extensions = span.extensions_mut();
-            let Some(state) = extensions.get_mut::<SpanState>() else {
-                continue;
-            };
-            if site.is_error {
-                state.failed = true;
-                if state.error_source < ErrorSource::SpanField {
-                    let error_type = match (&collected.error_type, &collected.error_text) {
-                        (Some(t), _) => t.as_str(),
-                        (None, Some(text)) => {
-                            leading_identifier(text.as_str()).unwrap_or(names::DEFAULT_ERROR_TYPE)
-                        }
-                        (None, None) => names::DEFAULT_ERROR_TYPE,
-                    };
-                    state.error_type = Some(registry.intern_error_type(
-                        state.command,
-                        error_type,
-                        self.shared.config.max_error_types,
-                    ));
-                    state.error_source = ErrorSource::Event;
+            let found = self.with_state(&span.id(), &ctx, |state| {
+                let command = registry.entry(state.entry()).command;
+                if site.is_error {
+                    let error_type = state.takes_error_type_from(ErrorSource::Event).then(|| {
+                        let text = match (&collected.error_type, &collected.error_text) {
+                            (Some(t), _) => t.as_str(),
+                            (None, Some(text)) => leading_identifier(text.as_str())
+                                .unwrap_or(names::DEFAULT_ERROR_TYPE),
+                            (None, None) => names::DEFAULT_ERROR_TYPE,
+                        };
+                        let id = registry.intern_error_type(
+                            command,
+                            text,
+                            self.shared.config.max_error_types,
+                        );
+                        (id, ErrorSource::Event)
+                    });
+                    state.update_outcome(Some(true), error_type);
                 }
-            }
-            if let Some(mark) = &collected.mark {
-                self.shared.record(Record::Marked {
-                    command: state.command,
+                collected.mark.as_ref().map(|mark| Record::Marked {
+                    command,
                     mark: registry.marks.intern(mark.as_str()),
-                    elapsed_ns: self.shared.clock.delta_as_nanos(state.start, now),
-                });
+                    elapsed_ns: self.shared.clock.delta_as_nanos(state.start(), now),
+                })
+            });
+            match found {
+                // Handed over outside the state: handing over may wait when overloaded.
+                Some(Some(marked)) => return self.shared.record(marked),
+                Some(None) => return,
+                None => continue,
             }
-            return;
         }
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(&id) else {
-            return;
-        };
-        let Some(mut state) = span.extensions_mut().remove::<SpanState>() else {
+        let Some(mut state) = self.take_state(&id, &ctx) else {
             return;
         };
         let now = self.shared.clock.raw();
@@ -328,16 +346,17 @@ where
             state.busy_ns = state.busy_ns.saturating_add(busy);
         }
         let registry = &self.shared.registry;
+        let command = registry.entry(state.entry).command;
         let error = if std::thread::panicking() {
             Some(registry.intern_error_type(
-                state.command,
+                command,
                 names::PANIC_ERROR_TYPE,
                 self.shared.config.max_error_types,
             ))
         } else if state.failed {
             Some(state.error_type.unwrap_or_else(|| {
                 registry.intern_error_type(
-                    state.command,
+                    command,
                     names::DEFAULT_ERROR_TYPE,
                     self.shared.config.max_error_types,
                 )
@@ -347,7 +366,7 @@ where
         };
         let duration_ns = self.shared.clock.delta_as_nanos(state.start, now);
         if let Some(live) = &self.shared.config.live {
-            live.on_close(&id, state.command, error, duration_ns);
+            live.on_close(&id, command, error, duration_ns);
         }
         self.shared.record(Record::Finished {
             entry: state.entry,

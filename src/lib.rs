@@ -128,6 +128,7 @@ mod live;
 pub mod names;
 mod registry;
 mod shared;
+mod spans;
 mod telemetry;
 
 pub use config::{BuildError, Builder};

@@ -3,6 +3,7 @@
 //! and the public handle.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 use std::sync::{Arc, Mutex, PoisonError, TryLockError, Weak};
 
 use crate::buffer::{Buffers, PushError, Record};
@@ -12,11 +13,13 @@ use crate::export::otel::{Callbacks, Instruments};
 use crate::export::recorder::RecorderHandles;
 use crate::export::{self, Pump};
 use crate::registry::Registry;
+use crate::spans::SpanTable;
 
 /// State shared by the layer, its handles and its background thread.
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) callsites: CallsiteTable,
+    pub(crate) spans: SpanTable,
     pub(crate) registry: Registry,
     pub(crate) buffers: Buffers,
     pump: Mutex<Pump>,
@@ -53,6 +56,7 @@ impl Shared {
             registry: Registry::new(config.max_series, config.max_marks),
             buffers: Buffers::new(config.buffer_capacity),
             callsites: CallsiteTable::new(),
+            spans: SpanTable::new(),
             pump: Mutex::new(Pump::new(recorder, instruments)),
             clock: crate::clock::clock(),
             config,
@@ -71,8 +75,9 @@ impl Shared {
         }
     }
 
-    pub(crate) fn flush(&self) {
-        self.lock_pump().drain(&self.context());
+    /// Forwards everything buffered; returns the most records one thread's ring held.
+    pub(crate) fn flush(&self) -> usize {
+        self.lock_pump().drain(&self.context())
     }
 
     /// Hands a record to the background side.
@@ -102,7 +107,9 @@ impl Shared {
                 Err(TryLockError::WouldBlock) => None,
             };
             match pump {
-                Some(mut pump) => pump.drain(&self.context()),
+                Some(mut pump) => {
+                    pump.drain(&self.context());
+                }
                 None => {
                     if let Some(waker) = self.buffers.waker() {
                         waker.unpark();
@@ -141,11 +148,16 @@ pub(crate) fn spawn_background(shared: &Arc<Shared>) {
         .spawn(move || {
             // Nothing this thread does may be traced by the layer that it serves.
             tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+                let mut pace = Pace::default();
                 while let Some(shared) = weak.upgrade() {
-                    shared.flush();
-                    let interval = shared.config.flush_interval;
+                    let fullest = shared.flush();
+                    let sleep = pace.next(
+                        fullest,
+                        shared.config.buffer_capacity,
+                        shared.config.flush_interval,
+                    );
                     drop(shared);
-                    std::thread::park_timeout(interval);
+                    std::thread::park_timeout(sleep);
                 }
             })
         });
@@ -153,6 +165,37 @@ pub(crate) fn spawn_background(shared: &Arc<Shared>) {
         Ok(handle) => shared.buffers.set_waker(handle.thread().clone()),
         // Records are still forwarded on `flush()` and on every OpenTelemetry collection.
         Err(error) => eprintln!("spanmetrics: cannot start the background thread: {error}"),
+    }
+}
+
+/// Shortest sleep between two drains of the background thread.
+const MIN_SLEEP: Duration = Duration::from_micros(100);
+
+/// How long the background thread sleeps between drains: long enough to cost nothing when
+/// idle (the flush interval), short enough under load that the busiest ring is drained when
+/// about a quarter full. Waking the thread is a system call that costs the recording thread
+/// microseconds on a virtual machine, so recording threads only wake it as a safety net, when a
+/// ring is half full; this pacing makes that rare.
+#[derive(Debug, Default)]
+struct Pace {
+    last: Option<Instant>,
+}
+
+impl Pace {
+    fn next(&mut self, fullest: usize, capacity: usize, interval: Duration) -> Duration {
+        let now = Instant::now();
+        let since = self.last.replace(now).map(|last| now - last);
+        let (Some(since), Ok(fullest)) = (since, u32::try_from(fullest)) else {
+            return interval;
+        };
+        if fullest == 0 {
+            return interval;
+        }
+        // The time the busiest ring took to fill by `fullest`, scaled to a quarter of it.
+        let quarter = u32::try_from(capacity / 4).unwrap_or(u32::MAX);
+        (since / fullest)
+            .saturating_mul(quarter)
+            .clamp(MIN_SLEEP, interval.max(MIN_SLEEP))
     }
 }
 

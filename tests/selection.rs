@@ -267,3 +267,72 @@ fn an_empty_command_value_falls_back_to_the_span_name() {
     assert_eq!(counts.get(&ok("greet")), Some(&1), "{counts:?}");
     assert_eq!(counts.len(), 1, "no series for an empty name: {counts:?}");
 }
+
+/// `command_duration_seconds_count` per (command, outcome) in a Prometheus page.
+fn prometheus_counts(page: &str) -> BTreeMap<String, u64> {
+    page.lines()
+        .filter(|l| l.starts_with("command_duration_seconds_count{"))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse::<f64>().ok()? as u64))
+        })
+        .collect()
+}
+
+#[test]
+fn two_layers_on_one_subscriber_each_count_every_command() {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    use tracing_subscriber::prelude::*;
+
+    let build = |field: &str| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(spanmetrics::names::DEFAULT_BUCKETS)
+            .expect("valid buckets")
+            .build_recorder();
+        let page = recorder.handle();
+        let layer = SpanMetricsLayer::builder()
+            .with_command_field(field)
+            .expect("a valid field name")
+            .with_recorder(recorder)
+            .without_meter()
+            .build();
+        (layer.handle(), page, layer)
+    };
+    let (first, first_page, first_layer) = build("command");
+    let (second, second_page, second_layer) = build("command");
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::registry()
+            .with(first_layer)
+            .with(second_layer),
+    );
+    // Enough spans in flight at once that both layers also keep some in span extensions.
+    tracing::dispatcher::with_default(&dispatch, || {
+        let open: Vec<_> = (0..6_000)
+            .map(|i| {
+                let span = tracing::info_span!("h", command = "twice");
+                if i % 3 == 0 {
+                    span.in_scope(|| tracing::error!(error = "Timeout", "failed"));
+                }
+                span
+            })
+            .collect();
+        drop(open);
+    });
+    first.flush();
+    second.flush();
+    let want: BTreeMap<String, u64> = [
+        (
+            "command_duration_seconds_count{command=\"twice\",outcome=\"error\",error_type=\"Timeout\"}"
+                .to_owned(),
+            2_000,
+        ),
+        (
+            "command_duration_seconds_count{command=\"twice\",outcome=\"ok\"}".to_owned(),
+            4_000,
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(prometheus_counts(&first_page.render()), want);
+    assert_eq!(prometheus_counts(&second_page.render()), want);
+}

@@ -288,3 +288,84 @@ fn a_future_polled_by_hand_is_one_command_however_often_it_is_polled() {
         [(ok("manual"), 1)].into_iter().collect()
     );
 }
+
+/// Splits `items` into `parts` vectors of about equal length.
+fn split<T>(items: Vec<T>, parts: usize) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = (0..parts).map(|_| Vec::new()).collect();
+    for (i, item) in items.into_iter().enumerate() {
+        out[i % parts].push(item);
+    }
+    out
+}
+
+#[test]
+fn more_command_spans_in_flight_than_the_fast_table_holds_count_exactly() {
+    // The layer keeps command-span state in a table of a few thousand slots and, past that, in
+    // the spans' extensions. Twenty thousand spans in flight use both; each must count the same.
+    let fx = Fixture::new();
+    let n = 20_000;
+    let mut spans: Vec<_> = fx.run(|| {
+        (0..n)
+            .map(|i| {
+                let span =
+                    tracing::info_span!("h", command = "crowd", outcome = tracing::field::Empty);
+                span.in_scope(|| {
+                    if i % 4 == 0 {
+                        tracing::error!(error.type = "Crowded", "no room");
+                    }
+                });
+                if i % 4 == 1 {
+                    span.record("outcome", "error");
+                }
+                span
+            })
+            .collect()
+    });
+    // The last few are certainly past the table: their busy time must still add up.
+    let slow: Vec<_> = fx.run(|| {
+        (0..5)
+            .map(|_| {
+                let span = tracing::info_span!("h", command = "crowd_slow");
+                span.in_scope(|| std::thread::sleep(std::time::Duration::from_millis(2)));
+                span
+            })
+            .collect()
+    });
+    assert_eq!(
+        fx.snapshot().active(),
+        active(&[("crowd", n as f64), ("crowd_slow", 5.0)])
+    );
+    spans.extend(slow);
+    // Closed on four threads while each also runs short commands of its own.
+    std::thread::scope(|s| {
+        for part in split(spans, 4) {
+            let fx = &fx;
+            s.spawn(move || {
+                fx.run(|| {
+                    for span in part {
+                        drop(span);
+                        tracing::info_span!("h", command = "after").in_scope(|| {});
+                    }
+                })
+            });
+        }
+    });
+    let snap = fx.snapshot();
+    let want: BTreeMap<_, _> = [
+        (ok("crowd"), n / 2),
+        (failed("crowd", "Crowded"), n / 4),
+        (failed("crowd", names::DEFAULT_ERROR_TYPE), n / 4),
+        (ok("crowd_slow"), 5),
+        (ok("after"), n + 5),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(snap.counts(OTEL_DURATION), want);
+    assert_eq!(snap.counts(OTEL_BUSY), want);
+    let busy = snap.sums(OTEL_BUSY)[&ok("crowd_slow")];
+    assert!(busy >= 0.010, "5 spans entered for 2 ms each, busy {busy}");
+    assert_eq!(
+        snap.active(),
+        active(&[("crowd", 0.0), ("crowd_slow", 0.0), ("after", 0.0)])
+    );
+}

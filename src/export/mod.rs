@@ -194,14 +194,16 @@ impl Pump {
         }
     }
 
-    /// Forwards everything buffered so far to the sinks.
-    pub(crate) fn drain(&mut self, cx: &Context<'_>) {
+    /// Forwards everything buffered so far to the sinks. Returns the most records one ring held.
+    pub(crate) fn drain(&mut self, cx: &Context<'_>) -> usize {
         let _forwarding = Forwarding::start();
         self.consumers.extend(cx.buffers.take_new());
         let mut consumers = std::mem::take(&mut self.consumers);
+        let mut fullest = 0;
         for consumer in &mut consumers {
             // In slices, so a producer waiting on a full ring gets room early.
             let mut available = consumer.slots();
+            fullest = fullest.max(available);
             while available > 0 {
                 let take = available.min(DRAIN_SLICE);
                 let Ok(chunk) = consumer.read_chunk(take) else {
@@ -230,6 +232,7 @@ impl Pump {
                 .filter_map(|(id, state)| Some((id as u32, state.as_ref()?.active)));
             live.ingest(cx.registry, &mut self.live, active);
         }
+        fullest
     }
 
     fn apply(&mut self, cx: &Context<'_>, record: Record) {
