@@ -13,6 +13,8 @@ struct Entered {
     layer: u64,
     span: u64,
     at: u64,
+    /// Where the span's state was found at the enter, so the exit need not search for it.
+    slot: u32,
     /// The span was already entered on this thread: the outer entry times it.
     nested: bool,
 }
@@ -21,8 +23,8 @@ thread_local! {
     static STACK: RefCell<Vec<Entered>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Notes that `span` was entered at `now` (a raw clock reading).
-pub(crate) fn enter(layer: u64, span: u64, now: u64) {
+/// Notes that `span` (whose state is at `slot`) was entered at `now` (a raw clock reading).
+pub(crate) fn enter(layer: u64, span: u64, slot: u32, now: u64) {
     let _ = STACK.try_with(|stack| {
         let Ok(mut stack) = stack.try_borrow_mut() else {
             return;
@@ -35,22 +37,28 @@ pub(crate) fn enter(layer: u64, span: u64, now: u64) {
             layer,
             span,
             at: now,
+            slot,
             nested,
         });
     });
 }
 
-/// Forgets the latest entry of `span` and returns when it was entered, unless it was nested
-/// in another entry of the same span (or not noted at all).
-pub(crate) fn exit(layer: u64, span: u64) -> Option<u64> {
+/// Forgets the latest entry of `span` and returns when it was entered and the slot noted
+/// then, unless it was nested in another entry of the same span (or not noted at all).
+pub(crate) fn exit(layer: u64, span: u64) -> Option<(u64, u32)> {
     STACK
         .try_with(|stack| {
             let mut stack = stack.try_borrow_mut().ok()?;
             let i = stack
                 .iter()
                 .rposition(|e| e.layer == layer && e.span == span)?;
-            let entry = stack.remove(i);
-            (!entry.nested).then_some(entry.at)
+            // Exits nearly always come in the reverse order of enters.
+            let entry = if i + 1 == stack.len() {
+                stack.pop()?
+            } else {
+                stack.remove(i)
+            };
+            (!entry.nested).then_some((entry.at, entry.slot))
         })
         .ok()
         .flatten()
@@ -83,12 +91,12 @@ mod tests {
     #[test]
     fn leaked_entries_never_stop_timing() {
         for span in 0..(MAX_DEPTH as u64 + 10) {
-            enter(3, 1000 + span, span);
+            enter(3, 1000 + span, 0, span);
         }
-        enter(3, 1, 5000);
+        enter(3, 1, 0, 5000);
         assert_eq!(
             exit(3, 1),
-            Some(5000),
+            Some((5000, 0)),
             "a new entry is timed on a full stack"
         );
         assert_eq!(close(3, 1000), None, "the oldest leaked entry was evicted");
@@ -96,20 +104,20 @@ mod tests {
 
     #[test]
     fn nested_entries_of_one_span_are_timed_once() {
-        enter(1, 7, 100);
-        enter(1, 7, 150);
+        enter(1, 7, 0, 100);
+        enter(1, 7, 0, 150);
         assert_eq!(exit(1, 7), None, "the inner entry is nested");
-        assert_eq!(exit(1, 7), Some(100));
+        assert_eq!(exit(1, 7), Some((100, 0)));
         assert_eq!(exit(1, 7), None, "nothing left");
     }
 
     #[test]
     fn spans_and_layers_are_kept_apart() {
-        enter(1, 7, 100);
-        enter(2, 7, 110);
-        enter(1, 8, 120);
-        assert_eq!(exit(1, 7), Some(100), "out of order exit");
-        assert_eq!(exit(1, 8), Some(120));
+        enter(1, 7, 0, 100);
+        enter(2, 7, 0, 110);
+        enter(1, 8, 0, 120);
+        assert_eq!(exit(1, 7), Some((100, 0)), "out of order exit");
+        assert_eq!(exit(1, 8), Some((120, 0)));
         assert_eq!(close(2, 7), Some(110));
         assert_eq!(close(2, 7), None);
     }

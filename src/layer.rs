@@ -19,8 +19,8 @@ use crate::error_type::leading_identifier;
 use crate::export;
 use crate::fields::{Collected, Collector, OutcomeField, MAX_LABELS};
 use crate::names;
-use crate::spans::{Closed, ErrorSource, SpanState};
 use crate::shared::{spawn_background, Shared, SpanMetricsHandle};
+use crate::spans::{Closed, ErrorSource, Series, SpanState, NO_SLOT};
 
 /// Command-span states of the layers whose table had no room, kept in the span's extensions
 /// (one extension per type, so one list for every layer on the subscriber, keyed by layer).
@@ -88,9 +88,9 @@ impl SpanMetricsLayer {
 
     /// The entry for the collected values, falling back to `base` (the span's current entry)
     /// for values not collected, and to the span name for the command.
-    fn resolve(&self, site: &SpanSite, collected: &Collected, base: Option<u32>) -> u32 {
+    fn resolve(&self, site: &SpanSite, collected: &Collected, base: Option<Series>) -> Series {
         let registry = &self.shared.registry;
-        let base = base.map(|id| registry.entry(id));
+        let base = base.map(|series| registry.entry(series.entry));
         // An empty `command` value names nothing: fall back as if it were absent.
         let given = collected
             .command
@@ -111,16 +111,16 @@ impl SpanMetricsLayer {
                 (None, None) => None,
             };
         }
-        registry.resolve(site, command, &labels[..count])
+        let (entry, command) = registry.resolve(site, command, &labels[..count]);
+        Series { entry, command }
     }
 
     /// What an `outcome`, `otel.status_code` or `error.type` field on the span says.
     fn apply_outcome(&self, state: &SpanState, collected: &Collected) {
         let failed = collected.outcome.map(|o| o == OutcomeField::Error);
         let error_type = collected.error_type.as_ref().map(|text| {
-            let command = self.shared.registry.entry(state.entry()).command;
             let id = self.shared.registry.intern_error_type(
-                command,
+                state.series().command,
                 text.as_str(),
                 self.shared.config.max_error_types,
             );
@@ -133,7 +133,12 @@ impl SpanMetricsLayer {
 
     /// Runs `f` on the state of command span `id`, wherever it is kept; `None` for a span that
     /// is no command span (or was created before this layer saw it).
-    fn with_state<S, R>(&self, id: &Id, ctx: &Context<'_, S>, f: impl FnOnce(&SpanState) -> R) -> Option<R>
+    fn with_state<S, R>(
+        &self,
+        id: &Id,
+        ctx: &Context<'_, S>,
+        f: impl FnOnce(&SpanState) -> R,
+    ) -> Option<R>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
@@ -201,13 +206,12 @@ where
         };
         let start = self.shared.clock.raw();
         collect!(collected, &site.roles, attrs);
-        let entry = self.resolve(site, &collected, None);
-        let command = self.shared.registry.entry(entry).command;
-        if let Some(state) = self.shared.spans.insert(id.into_u64(), entry, start) {
+        let series = self.resolve(site, &collected, None);
+        if let Some(state) = self.shared.spans.insert(id.into_u64(), series, start) {
             self.apply_outcome(state, &collected);
         } else {
             // More command spans in flight than the table holds: the slow path.
-            let state = SpanState::new(entry, start);
+            let state = SpanState::new(series, start);
             self.apply_outcome(&state, &collected);
             let Some(span) = ctx.span(id) else {
                 return;
@@ -221,7 +225,7 @@ where
                 self.shared.spans.spilled();
             }
         }
-        self.shared.record(Record::Started { command });
+        self.shared.buffers.add_active(series.command, 1);
     }
 
     fn on_record(&self, id: &Id, values: &SpanRecord<'_>, ctx: Context<'_, S>) {
@@ -235,19 +239,18 @@ where
         let moved = self.with_state(id, &ctx, |state| {
             let mut moved = None;
             if collected.command.is_some() || collected.any_label() {
-                let registry = &self.shared.registry;
-                let entry = self.resolve(site, &collected, Some(state.entry()));
-                let from = registry.entry(state.set_entry(entry)).command;
-                let to = registry.entry(entry).command;
+                let series = self.resolve(site, &collected, Some(state.series()));
+                let (from, to) = (state.set_series(series).command, series.command);
                 if from != to {
-                    moved = Some(Record::Moved { from, to });
+                    moved = Some((from, to));
                 }
             }
             self.apply_outcome(state, &collected);
             moved
         });
-        if let Some(Some(moved)) = moved {
-            self.shared.record(moved);
+        if let Some(Some((from, to))) = moved {
+            self.shared.buffers.add_active(from, -1);
+            self.shared.buffers.add_active(to, 1);
         }
     }
 
@@ -255,28 +258,37 @@ where
         if !self.shared.config.busy_time {
             return;
         }
-        // Not a command span: nothing to time. (With spans spilled to extensions, the exit
-        // decides, to keep the registry look-up off this path.)
         let id = id.into_u64();
-        if self.shared.spans.get(id).is_none() && !self.shared.spans.any_spilled() {
-            return;
-        }
+        let slot = match self.shared.spans.find(id) {
+            Some(slot) => slot,
+            // With spans spilled to extensions, the exit decides, to keep the registry look-up
+            // off this path.
+            None if self.shared.spans.any_spilled() => NO_SLOT,
+            // Not a command span: nothing to time.
+            None => return,
+        };
         // The time goes on this thread's stack; the exit (on this same thread) adds it up.
-        entered::enter(self.shared.buffers.id(), id, self.shared.clock.raw());
+        entered::enter(self.shared.buffers.id(), id, slot, self.shared.clock.raw());
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
         if !self.shared.config.busy_time {
             return;
         }
-        let Some(entered_at) = entered::exit(self.shared.buffers.id(), id.into_u64()) else {
+        let Some((entered_at, slot)) = entered::exit(self.shared.buffers.id(), id.into_u64())
+        else {
             return;
         };
         let busy = self
             .shared
             .clock
             .delta_as_nanos(entered_at, self.shared.clock.raw());
-        self.with_state(id, &ctx, |state| state.add_busy(busy));
+        match self.shared.spans.get_at(slot, id.into_u64()) {
+            Some(state) => state.add_busy(busy),
+            None => {
+                self.with_state(id, &ctx, |state| state.add_busy(busy));
+            }
+        }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
@@ -302,7 +314,7 @@ where
         // The nearest enclosing command span is the one the event belongs to.
         for span in scope {
             let found = self.with_state(&span.id(), &ctx, |state| {
-                let command = registry.entry(state.entry()).command;
+                let command = state.series().command;
                 if site.is_error {
                     let error_type = state.takes_error_type_from(ErrorSource::Event).then(|| {
                         let text = match (&collected.error_type, &collected.error_text) {
@@ -346,7 +358,7 @@ where
             state.busy_ns = state.busy_ns.saturating_add(busy);
         }
         let registry = &self.shared.registry;
-        let command = registry.entry(state.entry).command;
+        let command = state.command;
         let error = if std::thread::panicking() {
             Some(registry.intern_error_type(
                 command,
@@ -368,13 +380,16 @@ where
         if let Some(live) = &self.shared.config.live {
             live.on_close(&id, command, error, duration_ns);
         }
-        self.shared.record(Record::Finished {
-            entry: state.entry,
-            error,
-            duration_ns,
-            // Entered on several threads at once, the sum could pass the wall time; busy versus
-            // idle is a split of the duration, so it is capped there.
-            busy_ns: state.busy_ns.min(duration_ns),
-        });
+        self.shared.record_closing(
+            command,
+            Record::Finished {
+                entry: state.entry,
+                error,
+                duration_ns,
+                // Entered on several threads at once, the sum could pass the wall time; busy versus
+                // idle is a split of the duration, so it is capped there.
+                busy_ns: state.busy_ns.min(duration_ns),
+            },
+        );
     }
 }

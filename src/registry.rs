@@ -103,12 +103,14 @@ impl Command {
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) command: u32,
+    /// The command's name, kept here too so matching an entry takes one look-up, not two.
+    name: Box<str>,
     pub(crate) labels: Box<[Option<Box<str>>]>,
 }
 
 impl Entry {
-    fn matches(&self, registry: &Registry, command: &str, labels: &[Option<&str>]) -> bool {
-        registry.command(self.command).name.as_ref() == command
+    fn matches(&self, command: &str, labels: &[Option<&str>]) -> bool {
+        self.name.as_ref() == command
             && self.labels.len() == labels.len()
             && self
                 .labels
@@ -181,6 +183,7 @@ impl Registry {
         registry.commands.push(Command::new(crate::names::OTHER));
         registry.entries.push(Entry {
             command: OVERFLOW_COMMAND,
+            name: crate::names::OTHER.into(),
             labels: Box::new([]),
         });
         registry
@@ -200,13 +203,30 @@ impl Registry {
             .expect("the overflow entry is added in Registry::new")
     }
 
-    /// The entry for this command and label values; [`OVERFLOW_ENTRY`] once the cap is reached.
-    pub(crate) fn resolve(&self, site: &SpanSite, command: &str, labels: &[Option<&str>]) -> u32 {
+    /// The entry for this command and label values, and its command; [`OVERFLOW_ENTRY`] once
+    /// the cap is reached.
+    pub(crate) fn resolve(
+        &self,
+        site: &SpanSite,
+        command: &str,
+        labels: &[Option<&str>],
+    ) -> (u32, u32) {
         for id in site.recent() {
-            if self.entry(id).matches(self, command, labels) {
-                return id;
+            let entry = self.entry(id);
+            if entry.matches(command, labels) {
+                return (id, entry.command);
             }
         }
+        let id = self.resolve_slow(command, labels);
+        // Not the overflow entry: a command named like it must not be taken for it.
+        if id != OVERFLOW_ENTRY {
+            site.remember(id);
+        }
+        (id, self.entry(id).command)
+    }
+
+    #[cold]
+    fn resolve_slow(&self, command: &str, labels: &[Option<&str>]) -> u32 {
         let hash = key_hash(command, labels);
         let found = {
             let index = self
@@ -215,13 +235,11 @@ impl Registry {
                 .unwrap_or_else(PoisonError::into_inner);
             self.find(&index, hash, command, labels)
         };
-        let id = match found {
+        match found {
             Some(id) => id,
-            None if self.entries.count() > self.max_entries => return OVERFLOW_ENTRY,
+            None if self.entries.count() > self.max_entries => OVERFLOW_ENTRY,
             None => self.insert(hash, command, labels),
-        };
-        site.remember(id);
-        id
+        }
     }
 
     fn find(
@@ -235,7 +253,7 @@ impl Registry {
             .get(&hash)?
             .iter()
             .copied()
-            .find(|&id| self.entry(id).matches(self, command, labels))
+            .find(|&id| self.entry(id).matches(command, labels))
     }
 
     #[cold]
@@ -251,9 +269,9 @@ impl Registry {
         if self.entries.count() > self.max_entries {
             return OVERFLOW_ENTRY;
         }
-        let command = self.intern_command(command);
         let id = self.entries.push(Entry {
-            command,
+            command: self.intern_command(command),
+            name: command.into(),
             labels: labels.iter().map(|l| l.map(Box::from)).collect(),
         }) as u32;
         index.entry(hash).or_default().push(id);

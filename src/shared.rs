@@ -3,8 +3,8 @@
 //! and the public handle.
 
 use std::fmt;
-use std::time::{Duration, Instant};
 use std::sync::{Arc, Mutex, PoisonError, TryLockError, Weak};
+use std::time::{Duration, Instant};
 
 use crate::buffer::{Buffers, PushError, Record};
 use crate::callsite::CallsiteTable;
@@ -44,7 +44,7 @@ impl Shared {
                     active: Box::new(move |observe| {
                         if let Some(shared) = active.upgrade() {
                             let mut pump = shared.lock_pump();
-                            pump.drain(&shared.context());
+                            pump.drain(&shared.context(), true);
                             pump.observe_active(observe);
                         }
                     }),
@@ -75,14 +75,29 @@ impl Shared {
         }
     }
 
-    /// Forwards everything buffered; returns the most records one thread's ring held.
-    pub(crate) fn flush(&self) -> usize {
-        self.lock_pump().drain(&self.context())
+    /// Forwards everything buffered and brings the in-flight gauges up to date.
+    pub(crate) fn flush(&self) {
+        self.lock_pump().drain(&self.context(), true);
+    }
+
+    /// The background thread's drain; returns the most records one thread's ring held.
+    fn drain_paced(&self) -> usize {
+        self.lock_pump().drain(&self.context(), false)
     }
 
     /// Hands a record to the background side.
     pub(crate) fn record(&self, record: Record) {
-        match self.buffers.try_push(record) {
+        self.handle_push(self.buffers.try_push(record), record);
+    }
+
+    /// Hands the record of a span closing to the background side, and counts the span out of
+    /// its command's in-flight count.
+    pub(crate) fn record_closing(&self, command: u32, record: Record) {
+        self.handle_push(self.buffers.try_push_closing(command, record), record);
+    }
+
+    fn handle_push(&self, pushed: Result<(), PushError>, record: Record) {
+        match pushed {
             Ok(()) => {}
             Err(PushError::Full) => self.record_when_full(record),
             // The thread is exiting and its ring is gone.
@@ -108,7 +123,7 @@ impl Shared {
             };
             match pump {
                 Some(mut pump) => {
-                    pump.drain(&self.context());
+                    pump.drain(&self.context(), false);
                 }
                 None => {
                     if let Some(waker) = self.buffers.waker() {
@@ -150,7 +165,7 @@ pub(crate) fn spawn_background(shared: &Arc<Shared>) {
             tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
                 let mut pace = Pace::default();
                 while let Some(shared) = weak.upgrade() {
-                    let fullest = shared.flush();
+                    let fullest = shared.drain_paced();
                     let sleep = pace.next(
                         fullest,
                         shared.config.buffer_capacity,

@@ -16,6 +16,8 @@ const GROUPS: usize = 512;
 const FREE: u64 = 0;
 /// Key of a slot being filled in.
 const CLAIMED: u64 = u64::MAX;
+/// A slot number that is no slot.
+pub(crate) const NO_SLOT: u32 = u32::MAX;
 
 /// What an error type came from; a higher source is not overwritten by a lower one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -40,8 +42,9 @@ const FAILED: u32 = 1 << 19;
 #[repr(align(64))]
 #[derive(Debug, Default)]
 pub(crate) struct SpanState {
-    /// The series entry the span records into (its command and label values).
-    entry: AtomicU32,
+    /// The series entry the span records into (its command and label values) in the low half,
+    /// and that entry's command in the high half: one word, so both change together.
+    series: AtomicU64,
     /// Failed flag, error type and its source, packed (see the constants above).
     outcome: AtomicU32,
     /// Raw clock reading at creation.
@@ -54,6 +57,7 @@ pub(crate) struct SpanState {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Closed {
     pub(crate) entry: u32,
+    pub(crate) command: u32,
     pub(crate) start: u64,
     pub(crate) busy_ns: u64,
     pub(crate) failed: bool,
@@ -61,26 +65,26 @@ pub(crate) struct Closed {
 }
 
 impl SpanState {
-    pub(crate) fn new(entry: u32, start: u64) -> Self {
+    pub(crate) fn new(series: Series, start: u64) -> Self {
         let state = Self::default();
-        state.reset(entry, start);
+        state.reset(series, start);
         state
     }
 
-    fn reset(&self, entry: u32, start: u64) {
-        self.entry.store(entry, Ordering::Relaxed);
+    fn reset(&self, series: Series, start: u64) {
+        self.series.store(series.pack(), Ordering::Relaxed);
         self.outcome.store(0, Ordering::Relaxed);
         self.start.store(start, Ordering::Relaxed);
         self.busy_ns.store(0, Ordering::Relaxed);
     }
 
-    pub(crate) fn entry(&self) -> u32 {
-        self.entry.load(Ordering::Relaxed)
+    pub(crate) fn series(&self) -> Series {
+        Series::unpack(self.series.load(Ordering::Relaxed))
     }
 
-    /// Moves the span to another entry; returns the one it was in.
-    pub(crate) fn set_entry(&self, entry: u32) -> u32 {
-        self.entry.swap(entry, Ordering::Relaxed)
+    /// Moves the span to another series; returns the one it was in.
+    pub(crate) fn set_series(&self, series: Series) -> Series {
+        Series::unpack(self.series.swap(series.pack(), Ordering::Relaxed))
     }
 
     pub(crate) fn start(&self) -> u64 {
@@ -126,8 +130,10 @@ impl SpanState {
 
     fn read(&self) -> Closed {
         let outcome = self.outcome.load(Ordering::Relaxed);
+        let series = self.series();
         Closed {
-            entry: self.entry(),
+            entry: series.entry,
+            command: series.command,
             start: self.start(),
             busy_ns: self.busy_ns.load(Ordering::Relaxed),
             failed: outcome & FAILED != 0,
@@ -146,6 +152,26 @@ fn source_of(word: u32) -> ErrorSource {
         0 => ErrorSource::None,
         1 => ErrorSource::Event,
         _ => ErrorSource::SpanField,
+    }
+}
+
+/// A series entry and its command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Series {
+    pub(crate) entry: u32,
+    pub(crate) command: u32,
+}
+
+impl Series {
+    fn pack(self) -> u64 {
+        u64::from(self.command) << 32 | u64::from(self.entry)
+    }
+
+    fn unpack(word: u64) -> Self {
+        Self {
+            entry: word as u32,
+            command: (word >> 32) as u32,
+        }
     }
 }
 
@@ -172,13 +198,18 @@ impl SpanTable {
     }
 
     fn group(id: u64) -> usize {
-        // Fibonacci hashing: consecutive ids land in different groups.
-        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - GROUPS.trailing_zeros())) as usize
+        // Fibonacci hashing, so consecutive ids land in different groups, of the id without its
+        // top 13 bits: tracing-subscriber's registry keeps a span slot's generation there, so a
+        // thread that reuses its registry slot for span after span also reuses its table slot,
+        // whose cache line then stays on that thread's core instead of moving between cores.
+        // (For ids of other kinds this only means a few more collisions.)
+        let reused = id & (u64::MAX >> 13);
+        (reused.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - GROUPS.trailing_zeros())) as usize
     }
 
     /// Stores a new span's state. `None` if its group is full: keep it elsewhere, and call
     /// [`SpanTable::spilled`] so look-ups know to search there.
-    pub(crate) fn insert(&self, id: u64, entry: u32, start: u64) -> Option<&SpanState> {
+    pub(crate) fn insert(&self, id: u64, series: Series, start: u64) -> Option<&SpanState> {
         if id == CLAIMED {
             return None;
         }
@@ -189,7 +220,7 @@ impl SpanTable {
                 .is_ok()
             {
                 let state = &self.states[group * GROUP + i];
-                state.reset(entry, start);
+                state.reset(series, start);
                 // The state before the key: whoever finds the key sees the state.
                 key.store(id, Ordering::Release);
                 return Some(state);
@@ -198,14 +229,29 @@ impl SpanTable {
         None
     }
 
-    /// The state of span `id`, if it is in the table.
-    pub(crate) fn get(&self, id: u64) -> Option<&SpanState> {
+    /// The slot of span `id`, if it is in the table.
+    pub(crate) fn find(&self, id: u64) -> Option<u32> {
         let group = Self::group(id);
         let i = self.keys[group]
             .0
             .iter()
             .position(|key| key.load(Ordering::Acquire) == id)?;
-        Some(&self.states[group * GROUP + i])
+        Some((group * GROUP + i) as u32)
+    }
+
+    /// The state of span `id`, if it is in the table.
+    pub(crate) fn get(&self, id: u64) -> Option<&SpanState> {
+        self.find(id).map(|slot| &self.states[slot as usize])
+    }
+
+    /// The state in `slot`, if that is still span `id`'s; else wherever `id` is now.
+    pub(crate) fn get_at(&self, slot: u32, id: u64) -> Option<&SpanState> {
+        let slot = slot as usize;
+        let key = self.keys.get(slot / GROUP).map(|g| &g.0[slot % GROUP]);
+        match key {
+            Some(key) if key.load(Ordering::Acquire) == id => Some(&self.states[slot]),
+            _ => self.get(id),
+        }
     }
 
     /// Takes span `id` out of the table, freeing its slot.
@@ -265,32 +311,62 @@ mod tests {
             .filter(|&id| SpanTable::group(id) == group)
             .take(GROUP + 1)
             .collect();
+        let series = |entry| Series { entry, command: 7 };
         for (n, &id) in same.iter().take(GROUP).enumerate() {
-            assert!(table.insert(id, n as u32, 10 + n as u64).is_some());
+            assert!(table.insert(id, series(n as u32), 10 + n as u64).is_some());
         }
-        assert!(table.insert(same[GROUP], 99, 0).is_none(), "the group is full");
-        assert_eq!(table.get(same[3]).map(SpanState::entry), Some(3));
+        assert!(
+            table.insert(same[GROUP], series(99), 0).is_none(),
+            "the group is full"
+        );
+        assert_eq!(table.get(same[3]).map(SpanState::series), Some(series(3)));
         let closed = table.remove(same[3]).expect("in the table");
-        assert_eq!((closed.entry, closed.start), (3, 13));
+        assert_eq!((closed.entry, closed.command, closed.start), (3, 7, 13));
         assert!(table.get(same[3]).is_none());
-        assert!(table.insert(same[GROUP], 99, 0).is_some(), "a slot was freed");
-        assert_eq!(table.get(same[GROUP]).map(SpanState::entry), Some(99));
+        assert!(
+            table.insert(same[GROUP], series(99), 0).is_some(),
+            "a slot was freed"
+        );
+        assert_eq!(
+            table.get(same[GROUP]).map(SpanState::series),
+            Some(series(99))
+        );
     }
 
     #[test]
     fn the_outcome_word_keeps_the_higher_source() {
-        let state = SpanState::new(1, 0);
+        let state = SpanState::new(
+            Series {
+                entry: 1,
+                command: 1,
+            },
+            0,
+        );
         state.update_outcome(Some(true), Some((7, ErrorSource::Event)));
         state.update_outcome(None, Some((9, ErrorSource::SpanField)));
         state.update_outcome(Some(true), Some((8, ErrorSource::Event)));
         let closed = state.read();
         assert!(closed.failed);
-        assert_eq!(closed.error_type, Some(9), "an event does not beat the span field");
+        assert_eq!(
+            closed.error_type,
+            Some(9),
+            "an event does not beat the span field"
+        );
         state.update_outcome(Some(false), None);
         let closed = state.read();
         assert!(!closed.failed, "a later ok wins");
-        assert_eq!(closed.error_type, Some(9), "the type is kept for a later error");
-        let fresh = SpanState::new(1, 0);
+        assert_eq!(
+            closed.error_type,
+            Some(9),
+            "the type is kept for a later error"
+        );
+        let fresh = SpanState::new(
+            Series {
+                entry: 1,
+                command: 1,
+            },
+            0,
+        );
         fresh.update_outcome(Some(true), Some((u16::MAX, ErrorSource::Event)));
         assert_eq!(fresh.read().error_type, Some(u16::MAX), "_OTHER fits");
     }

@@ -6,13 +6,14 @@ pub(crate) mod otel;
 pub(crate) mod recorder;
 
 use std::cell::Cell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use metrics::Label;
 use opentelemetry::metrics::BoundHistogram;
 use opentelemetry::KeyValue;
-use rtrb::Consumer;
 
-use crate::buffer::{Buffers, Record};
+use crate::buffer::{ActiveCounts, Buffers, Record, Ring};
 use crate::config::Config;
 use crate::names;
 use crate::registry::{Registry, OVERFLOW_COMMAND, OVERFLOW_ENTRY};
@@ -23,6 +24,8 @@ use self::recorder::RecorderHandles;
 const NANOS_PER_SECOND: f64 = 1e9;
 /// Records forwarded before their ring slots are released to the producer.
 const DRAIN_SLICE: usize = 256;
+/// Least time between two updates of the in-flight gauges by the background thread.
+const ACTIVE_PERIOD: Duration = Duration::from_millis(1);
 
 thread_local! {
     /// Set while this thread forwards records to the sinks.
@@ -140,7 +143,11 @@ struct CommandState {
 
 /// Background aggregation state of one layer.
 pub(crate) struct Pump {
-    consumers: Vec<Consumer<Record>>,
+    rings: Vec<Ring>,
+    /// In-flight counts of threads that have exited, per command id.
+    retired: Vec<i64>,
+    /// When the in-flight gauges were last worked out.
+    active_at: Option<Instant>,
     recorder: RecorderHandles,
     otel: Option<Instruments>,
     /// Indexed by entry id; no hashing per record.
@@ -176,7 +183,9 @@ fn seconds(nanos: u64) -> f64 {
 impl Pump {
     pub(crate) fn new(recorder: RecorderHandles, otel: Option<Instruments>) -> Self {
         Self {
-            consumers: Vec::new(),
+            rings: Vec::new(),
+            retired: Vec::new(),
+            active_at: None,
             recorder,
             otel,
             series: Vec::new(),
@@ -194,13 +203,16 @@ impl Pump {
         }
     }
 
-    /// Forwards everything buffered so far to the sinks. Returns the most records one ring held.
-    pub(crate) fn drain(&mut self, cx: &Context<'_>) -> usize {
+    /// Forwards everything buffered so far to the sinks, and brings the in-flight gauges up to
+    /// date (when `fresh`, or at most every [`ACTIVE_PERIOD`] otherwise: working them out reads
+    /// every thread's counts). Returns the most records one ring held.
+    pub(crate) fn drain(&mut self, cx: &Context<'_>, fresh: bool) -> usize {
         let _forwarding = Forwarding::start();
-        self.consumers.extend(cx.buffers.take_new());
-        let mut consumers = std::mem::take(&mut self.consumers);
+        self.rings.extend(cx.buffers.take_new());
+        let mut rings = std::mem::take(&mut self.rings);
         let mut fullest = 0;
-        for consumer in &mut consumers {
+        for ring in &mut rings {
+            let consumer = &mut ring.records;
             // In slices, so a producer waiting on a full ring gets room early.
             let mut available = consumer.slots();
             fullest = fullest.max(available);
@@ -215,13 +227,16 @@ impl Pump {
                 available -= take;
             }
         }
-        // A ring whose thread has exited and that is now empty is done with.
-        consumers.retain(|c| !(c.is_abandoned() && c.is_empty()));
-        self.consumers = consumers;
+        self.rings = self.retire(rings);
         if !self.described && !self.commands.is_empty() {
             self.recorder.describe();
             self.dropped = self.recorder.counter(names::PROM_DROPPED, Vec::new());
             self.described = true;
+        }
+        let now = Instant::now();
+        if fresh || self.active_at.is_none_or(|at| now - at >= ACTIVE_PERIOD) {
+            self.active_at = Some(now);
+            self.update_active(cx);
         }
         self.publish(cx);
         if let Some(live) = &cx.config.live {
@@ -235,13 +250,47 @@ impl Pump {
         fullest
     }
 
+    /// Drops the rings of threads that have exited once they are empty, keeping their in-flight
+    /// counts in `retired`.
+    fn retire(&mut self, rings: Vec<Ring>) -> Vec<Ring> {
+        let mut kept = Vec::with_capacity(rings.len());
+        for ring in rings {
+            if !(ring.records.is_abandoned() && ring.records.is_empty()) {
+                kept.push(ring);
+                continue;
+            }
+            // The thread dropped its side; once it let go of its counts too, nobody writes
+            // them any more.
+            match Arc::try_unwrap(ring.active) {
+                Ok(counts) => {
+                    add_counts(&mut self.retired, &counts);
+                }
+                Err(active) => kept.push(Ring {
+                    records: ring.records,
+                    active,
+                }),
+            }
+        }
+        kept
+    }
+
+    /// Sums every thread's in-flight counts into each command's state.
+    fn update_active(&mut self, cx: &Context<'_>) {
+        let mut totals = self.retired.clone();
+        add_counts(&mut totals, cx.buffers.orphans());
+        for ring in &self.rings {
+            add_counts(&mut totals, &ring.active);
+        }
+        for (id, total) in totals.into_iter().enumerate() {
+            let known = self.commands.get(id).is_some_and(Option::is_some);
+            if known || total != 0 {
+                self.command(cx, id as u32).active = total;
+            }
+        }
+    }
+
     fn apply(&mut self, cx: &Context<'_>, record: Record) {
         match record {
-            Record::Started { command } => self.command(cx, command).active += 1,
-            Record::Moved { from, to } => {
-                self.command(cx, from).active -= 1;
-                self.command(cx, to).active += 1;
-            }
             Record::Finished {
                 entry,
                 error,
@@ -249,7 +298,8 @@ impl Pump {
                 busy_ns,
             } => {
                 let command = cx.registry.entry(entry).command;
-                self.command(cx, command).active -= 1;
+                // Every command that ran has an in-flight series, 0 when idle.
+                self.command(cx, command);
                 if cx.config.live.is_some() {
                     self.live.push(crate::live::Finished {
                         command,
@@ -409,6 +459,16 @@ impl Pump {
         for state in self.commands.iter().flatten() {
             observe(state.active.max(0), &state.otel_attributes);
         }
+    }
+}
+
+/// Adds `counts` into `totals`, index by index.
+fn add_counts(totals: &mut Vec<i64>, counts: &ActiveCounts) {
+    if totals.len() < counts.len() {
+        totals.resize(counts.len(), 0);
+    }
+    for (id, total) in totals.iter_mut().enumerate().take(counts.len()) {
+        *total += counts.get(id);
     }
 }
 
