@@ -429,11 +429,7 @@ fn throughput(c: &mut Criterion) {
         let dispatchers = dispatchers(&no_sinks, threads, true);
         group.bench_function(
             format!("spanmetrics_no_sinks/dispatch_per_thread/{threads}_threads"),
-            |b| {
-                b.iter_custom(|iters| {
-                    support::split_over_threads(&dispatchers, iters, |_| ping())
-                })
-            },
+            |b| b.iter_custom(|iters| support::split_over_threads(&dispatchers, iters, |_| ping())),
         );
     }
 

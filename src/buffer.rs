@@ -10,6 +10,9 @@ use std::thread::Thread;
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
+/// Most records kept for threads without a usable ring, between two drains.
+const ORPHAN_RECORDS: usize = 4096;
+
 /// One measurement, as the hot path hands it over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Record {
@@ -86,6 +89,8 @@ pub(crate) struct Buffers {
     pending: Mutex<Vec<Ring>>,
     /// In-flight counts changed on threads whose own are gone (torn down).
     orphans: ActiveCounts,
+    /// Records of threads whose ring is gone (a span closing while its thread is torn down).
+    orphan_records: Mutex<Vec<Record>>,
     dropped: AtomicU64,
     waker: OnceLock<Thread>,
 }
@@ -119,6 +124,7 @@ impl Buffers {
             capacity,
             pending: Mutex::new(Vec::new()),
             orphans: ActiveCounts::default(),
+            orphan_records: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
             waker: OnceLock::new(),
         }
@@ -190,6 +196,31 @@ impl Buffers {
     /// Counts changed on threads that could not use their own.
     pub(crate) fn orphans(&self) -> &ActiveCounts {
         &self.orphans
+    }
+
+    /// Keeps a record that could not go into this thread's ring because the ring is gone (the
+    /// thread is being torn down) or in use (a re-entrant call). A shared lock, but only on
+    /// these rare paths. `false` when too many are waiting already.
+    pub(crate) fn push_orphan(&self, record: Record) -> bool {
+        let mut orphans = self
+            .orphan_records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if orphans.len() >= ORPHAN_RECORDS {
+            return false;
+        }
+        orphans.push(record);
+        true
+    }
+
+    /// The records kept by [`Buffers::push_orphan`] since the last call.
+    pub(crate) fn take_orphans(&self) -> Vec<Record> {
+        std::mem::take(
+            &mut *self
+                .orphan_records
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     /// Runs `f` on this thread's ring for this layer, making it on first use; `None` when the

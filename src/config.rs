@@ -337,8 +337,9 @@ impl Builder {
         Ok(self)
     }
 
-    /// How often the background thread forwards buffered measurements to the sinks
-    /// (default 200 ms). Exports and [`crate::SpanMetricsHandle::flush`] forward at once.
+    /// The longest the background thread waits before it forwards buffered measurements to the
+    /// sinks (default 200 ms); under load it comes sooner, paced by how fast the buffers fill.
+    /// Exports and [`crate::SpanMetricsHandle::flush`] forward at once.
     pub fn with_flush_interval(mut self, interval: Duration) -> Result<Self, BuildError> {
         check_range("flush_interval (ms)", interval.as_millis(), 1, 60_000)?;
         self.config.flush_interval = interval;

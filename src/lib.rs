@@ -95,17 +95,21 @@
 //! # Implementation: what a span costs
 //!
 //! The caller's thread does only this: one lookup in a lock-free callsite table, one clock read
-//! (a TSC read where available) at creation, enter, exit and close, one small struct in the
-//! span's extensions (the registry boxes it: the one allocation per command span), and one
-//! write into a ring owned by that thread at creation (for the in-flight count) and at close.
-//! No lock is shared with other threads and no sink is called. The series is found through a
-//! small per-callsite cache of the last four it resolved to; with labels, or a `command` value
-//! that changes among more than four values at one callsite, a miss hashes the values and
-//! takes a shared read lock, as does naming the error type of a failure or a mark.
+//! (a TSC read where available) at creation, enter, exit and close, and for a command span one
+//! slot in a per-layer table of cache-line slots found by hashing the span id (no allocation,
+//! no lock, no registry look-up). At creation it adds one to the command's in-flight count,
+//! which only that thread writes; at close it takes one off and writes one record into a ring
+//! owned by that thread. No lock is shared with other threads and no sink is called. The series
+//! is found through a small per-callsite cache of the last four it resolved to; with labels,
+//! or a `command` value that changes among more than four values at one callsite, a miss
+//! hashes the values and takes a shared read lock, as does naming the error type of a failure
+//! or a mark. With more command spans in flight than the table holds (a few thousand), the
+//! others keep the same state in their span extensions: slower, same results.
 //!
-//! A background thread per layer drains the rings every 200 ms
-//! ([`Builder::with_flush_interval`]) and whenever a ring is a quarter full, and records into
-//! the sinks through handles resolved once per series. An OpenTelemetry collection and
+//! A background thread per layer drains the rings at least every 200 ms
+//! ([`Builder::with_flush_interval`]), sooner under load (it paces itself to find the busiest
+//! ring about a quarter full; a thread wakes it only if its ring gets half full), and records
+//! into the sinks through handles resolved once per series. An OpenTelemetry collection and
 //! [`SpanMetricsHandle::flush`] drain first, so exports are never stale. If a thread outruns
 //! the background thread and its ring (4096 records) fills, that thread forwards the buffered
 //! records itself, or waits up to 20 ms ([`Builder::with_overload_wait`]) for the thread already

@@ -101,7 +101,11 @@ impl Shared {
             Ok(()) => {}
             Err(PushError::Full) => self.record_when_full(record),
             // The thread is exiting and its ring is gone.
-            Err(PushError::Unavailable) => self.buffers.count_dropped(),
+            Err(PushError::Unavailable) => {
+                if !self.buffers.push_orphan(record) {
+                    self.buffers.count_dropped();
+                }
+            }
         }
     }
 
@@ -135,7 +139,12 @@ impl Shared {
             match self.buffers.try_push(record) {
                 Ok(()) => return,
                 Err(PushError::Full) => {}
-                Err(PushError::Unavailable) => break,
+                Err(PushError::Unavailable) => {
+                    if self.buffers.push_orphan(record) {
+                        return;
+                    }
+                    break;
+                }
             }
             let waited = self.clock.delta_as_nanos(started, self.clock.raw());
             if u128::from(waited) >= wait {

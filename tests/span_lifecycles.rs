@@ -369,3 +369,42 @@ fn more_command_spans_in_flight_than_the_fast_table_holds_count_exactly() {
         active(&[("crowd", 0.0), ("crowd_slow", 0.0), ("after", 0.0)])
     );
 }
+
+#[test]
+fn a_span_closed_while_its_thread_is_torn_down_still_counts() {
+    thread_local! {
+        // Dropped during the thread's teardown, before or after the layer's own thread-locals.
+        static HELD: std::cell::RefCell<Vec<tracing::Span>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let fx = Fixture::new();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // Thread-locals are torn down in the reverse order of their first use: touching this
+            // one before the layer's makes the held spans close after the layer's are gone.
+            HELD.with(|_| {});
+            fx.run(|| {
+                tracing::info_span!("h", command = "warmup").in_scope(|| {});
+                let failing = tracing::info_span!("h", command = "teardown");
+                failing.in_scope(|| tracing::error!(error.type = "Late", "failed"));
+                HELD.with(|held| {
+                    held.borrow_mut().push(failing);
+                    held.borrow_mut()
+                        .push(tracing::info_span!("h", command = "teardown"));
+                });
+            });
+        });
+    });
+    let snap = fx.snapshot();
+    assert_eq!(
+        snap.counts(OTEL_DURATION),
+        [
+            (ok("warmup"), 1),
+            (ok("teardown"), 1),
+            (failed("teardown", "Late"), 1)
+        ]
+        .into_iter()
+        .collect()
+    );
+    assert_eq!(snap.active(), active(&[("warmup", 0.0), ("teardown", 0.0)]));
+    assert_eq!(fx.handle.dropped(), 0);
+}

@@ -228,6 +228,9 @@ impl Pump {
             }
         }
         self.rings = self.retire(rings);
+        for record in cx.buffers.take_orphans() {
+            self.apply(cx, record);
+        }
         if !self.described && !self.commands.is_empty() {
             self.recorder.describe();
             self.dropped = self.recorder.counter(names::PROM_DROPPED, Vec::new());
