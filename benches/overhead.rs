@@ -530,7 +530,7 @@ fn print_ratios() {
     }
 }
 
-criterion_group!(benches, overhead, throughput, forwarding);
+criterion_group!(benches, throughput, overhead, forwarding);
 
 fn main() {
     benches();

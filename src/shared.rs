@@ -252,3 +252,32 @@ impl fmt::Debug for SpanMetricsHandle {
         f.debug_struct("SpanMetricsHandle").finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{Pace, MIN_SLEEP};
+
+    #[test]
+    fn the_background_thread_sleeps_long_when_idle_and_short_under_load() {
+        let interval = Duration::from_millis(200);
+        let mut pace = Pace::default();
+        assert_eq!(pace.next(0, 4096, interval), interval, "first drain");
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(pace.next(0, 4096, interval), interval, "nothing came in");
+        // 2048 records in about 2 ms: a quarter ring (1024) fills in about 1 ms.
+        std::thread::sleep(Duration::from_millis(2));
+        let busy = pace.next(2048, 4096, interval);
+        assert!(
+            busy >= MIN_SLEEP && busy < Duration::from_millis(20),
+            "under load: {busy:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+        assert_eq!(
+            pace.next(1_000_000, 4096, interval),
+            MIN_SLEEP,
+            "never below the floor"
+        );
+    }
+}
