@@ -5,6 +5,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use crate::callsite::SpanSite;
@@ -81,6 +82,9 @@ impl Interner {
     }
 }
 
+/// Error types a command remembers without a lock.
+const RECENT_ERROR_TYPES: usize = 4;
+
 /// A command name.
 #[derive(Debug)]
 pub(crate) struct Command {
@@ -88,6 +92,10 @@ pub(crate) struct Command {
     /// The error types this command has used, at most the per-command cap: one command's
     /// free-text error types cannot use up the shared table.
     error_types: Mutex<Vec<u16>>,
+    /// Error types (id + 1; 0 for none) this command used lately, looked at before taking the
+    /// lock: a command failing the same way on several threads does not serialise them.
+    recent_errors: [AtomicU32; RECENT_ERROR_TYPES],
+    next_recent: AtomicUsize,
 }
 
 impl Command {
@@ -95,6 +103,8 @@ impl Command {
         Self {
             name: name.into(),
             error_types: Mutex::new(Vec::new()),
+            recent_errors: std::array::from_fn(|_| AtomicU32::new(0)),
+            next_recent: AtomicUsize::new(0),
         }
     }
 }
@@ -150,8 +160,27 @@ impl Registry {
         text: &str,
         max_per_command: usize,
     ) -> u16 {
-        let mut used = self
-            .command(command)
+        let command = self.command(command);
+        for slot in &command.recent_errors {
+            let id = slot.load(Ordering::Relaxed);
+            // Once a command has used an error type, that type's id is its answer for good.
+            if let Some(id) = id.checked_sub(1).map(|id| id as u16) {
+                if self.error_types.get(id) == text {
+                    return id;
+                }
+            }
+        }
+        let id = self.intern_error_type_slow(command, text, max_per_command);
+        if id != OTHER_ID {
+            let slot = command.next_recent.fetch_add(1, Ordering::Relaxed) % RECENT_ERROR_TYPES;
+            command.recent_errors[slot].store(u32::from(id) + 1, Ordering::Relaxed);
+        }
+        id
+    }
+
+    #[cold]
+    fn intern_error_type_slow(&self, command: &Command, text: &str, max_per_command: usize) -> u16 {
+        let mut used = command
             .error_types
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
