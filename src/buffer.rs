@@ -56,10 +56,18 @@ impl ActiveCounts {
 
     fn slot(&self, command: u32) -> Option<&AtomicI64> {
         let index = command as usize;
-        while self.0.count() <= index {
-            self.0.push(AtomicI64::new(0));
+        loop {
+            if let Some(count) = self.0.get(index) {
+                return Some(count);
+            }
+            // With several writers (the shared counts), the slot may be reserved by another
+            // thread's push that has not finished: wait for it rather than lose the update.
+            if self.0.count() <= index {
+                self.0.push(AtomicI64::new(0));
+            } else {
+                std::hint::spin_loop();
+            }
         }
-        self.0.get(index)
     }
 
     /// The count of `command`.

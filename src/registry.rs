@@ -74,6 +74,11 @@ impl Interner {
         id
     }
 
+    /// The string of `id`, if `id` was handed out (and is visible to this thread).
+    pub(crate) fn lookup(&self, id: u16) -> Option<&str> {
+        self.items.get(usize::from(id)).map(|s| &**s)
+    }
+
     /// The string of `id`; `_OTHER` for [`OTHER_ID`].
     pub(crate) fn get(&self, id: u16) -> &str {
         self.items
@@ -165,7 +170,7 @@ impl Registry {
             let id = slot.load(Ordering::Relaxed);
             // Once a command has used an error type, that type's id is its answer for good.
             if let Some(id) = id.checked_sub(1).map(|id| id as u16) {
-                if self.error_types.get(id) == text {
+                if self.error_types.lookup(id) == Some(text) {
                     return id;
                 }
             }

@@ -80,8 +80,8 @@ impl Shared {
         self.lock_pump().drain(&self.context(), true);
     }
 
-    /// The background thread's drain; returns the most records one thread's ring held.
-    fn drain_paced(&self) -> usize {
+    /// The background thread's drain.
+    fn drain_paced(&self) -> export::Drained {
         self.lock_pump().drain(&self.context(), false)
     }
 
@@ -174,12 +174,15 @@ pub(crate) fn spawn_background(shared: &Arc<Shared>) {
             tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
                 let mut pace = Pace::default();
                 while let Some(shared) = weak.upgrade() {
-                    let fullest = shared.drain_paced();
-                    let sleep = pace.next(
-                        fullest,
+                    let drained = shared.drain_paced();
+                    let mut sleep = pace.next(
+                        drained.fullest,
                         shared.config.buffer_capacity,
                         shared.config.flush_interval,
                     );
+                    if drained.active_pending {
+                        sleep = sleep.min(export::ACTIVE_PERIOD);
+                    }
                     drop(shared);
                     std::thread::park_timeout(sleep);
                 }

@@ -408,3 +408,41 @@ fn a_span_closed_while_its_thread_is_torn_down_still_counts() {
     assert_eq!(snap.active(), active(&[("warmup", 0.0), ("teardown", 0.0)]));
     assert_eq!(fx.handle.dropped(), 0);
 }
+
+#[test]
+fn after_a_burst_the_background_thread_alone_forwards_everything_and_settles_the_gauge() {
+    // A long flush interval: only the background thread's pacing under load forwards here.
+    let fx = Fixture::with(|b| {
+        b.with_flush_interval(std::time::Duration::from_secs(60))
+            .expect("a valid interval")
+    });
+    let per_thread = 50_000u64;
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                fx.run(|| {
+                    for _ in 0..per_thread {
+                        tracing::info_span!("h", command = "burst").in_scope(|| {});
+                    }
+                })
+            });
+        }
+    });
+    // No flush: what the Prometheus recorder holds is what the background thread forwarded.
+    common::poll_until(
+        std::time::Duration::from_secs(10),
+        "every call forwarded and nothing in flight",
+        || {
+            let view = fx.render_prometheus();
+            let count = view.counts(OTEL_DURATION).get(&ok("burst")).copied();
+            let in_flight = view
+                .values(names::OTEL_ACTIVE)
+                .into_iter()
+                .find(|(series, _)| {
+                    series.get(names::ATTR_COMMAND).map(String::as_str) == Some("burst")
+                })
+                .map(|(_, value)| value);
+            (count == Some(2 * per_thread) && in_flight == Some(0.0)).then_some(())
+        },
+    );
+}

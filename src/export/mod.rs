@@ -25,7 +25,7 @@ const NANOS_PER_SECOND: f64 = 1e9;
 /// Records forwarded before their ring slots are released to the producer.
 const DRAIN_SLICE: usize = 256;
 /// Least time between two updates of the in-flight gauges by the background thread.
-const ACTIVE_PERIOD: Duration = Duration::from_millis(1);
+pub(crate) const ACTIVE_PERIOD: Duration = Duration::from_millis(1);
 
 thread_local! {
     /// Set while this thread forwards records to the sinks.
@@ -148,6 +148,8 @@ pub(crate) struct Pump {
     retired: Vec<i64>,
     /// When the in-flight gauges were last worked out.
     active_at: Option<Instant>,
+    /// Records came in since then.
+    active_stale: bool,
     recorder: RecorderHandles,
     otel: Option<Instruments>,
     /// Indexed by entry id; no hashing per record.
@@ -169,6 +171,15 @@ pub(crate) struct Pump {
     live: Vec<crate::live::Finished>,
 }
 
+/// What a drain found.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Drained {
+    /// The most records one ring held.
+    pub(crate) fullest: usize,
+    /// The in-flight gauges were not brought up to date this time, though records came in.
+    pub(crate) active_pending: bool,
+}
+
 /// What a drain needs to read besides the pump itself.
 pub(crate) struct Context<'a> {
     pub(crate) config: &'a Config,
@@ -186,6 +197,7 @@ impl Pump {
             rings: Vec::new(),
             retired: Vec::new(),
             active_at: None,
+            active_stale: false,
             recorder,
             otel,
             series: Vec::new(),
@@ -205,8 +217,8 @@ impl Pump {
 
     /// Forwards everything buffered so far to the sinks, and brings the in-flight gauges up to
     /// date (when `fresh`, or at most every [`ACTIVE_PERIOD`] otherwise: working them out reads
-    /// every thread's counts). Returns the most records one ring held.
-    pub(crate) fn drain(&mut self, cx: &Context<'_>, fresh: bool) -> usize {
+    /// every thread's counts).
+    pub(crate) fn drain(&mut self, cx: &Context<'_>, fresh: bool) -> Drained {
         let _forwarding = Forwarding::start();
         self.rings.extend(cx.buffers.take_new());
         let mut rings = std::mem::take(&mut self.rings);
@@ -222,14 +234,14 @@ impl Pump {
                     break;
                 };
                 for record in chunk {
-                    self.apply(cx, record);
+                    self.apply_caught(cx, record);
                 }
                 available -= take;
             }
         }
-        self.rings = self.retire(rings);
+        self.rings = self.retire(cx, rings);
         for record in cx.buffers.take_orphans() {
-            self.apply(cx, record);
+            self.apply_caught(cx, record);
         }
         if !self.described && !self.commands.is_empty() {
             self.recorder.describe();
@@ -237,9 +249,14 @@ impl Pump {
             self.described = true;
         }
         let now = Instant::now();
-        if fresh || self.active_at.is_none_or(|at| now - at >= ACTIVE_PERIOD) {
+        let due = self.active_at.is_none_or(|at| now - at >= ACTIVE_PERIOD);
+        if fresh || due {
             self.active_at = Some(now);
+            self.active_stale = false;
             self.update_active(cx);
+        } else if fullest > 0 {
+            // Spans finished since the last update: the gauges must not wait a whole interval.
+            self.active_stale = true;
         }
         self.publish(cx);
         if let Some(live) = &cx.config.live {
@@ -250,28 +267,47 @@ impl Pump {
                 .filter_map(|(id, state)| Some((id as u32, state.as_ref()?.active)));
             live.ingest(cx.registry, &mut self.live, active);
         }
-        fullest
+        Drained {
+            fullest,
+            active_pending: self.active_stale,
+        }
     }
 
-    /// Drops the rings of threads that have exited once they are empty, keeping their in-flight
-    /// counts in `retired`.
-    fn retire(&mut self, rings: Vec<Ring>) -> Vec<Ring> {
+    /// [`Pump::apply`], with a panicking sink contained: the record is lost (and counted as
+    /// dropped), not the rings, and the panic does not reach a recording thread forwarding on
+    /// its own behalf.
+    fn apply_caught(&mut self, cx: &Context<'_>, record: Record) {
+        let applied =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply(cx, record)));
+        if applied.is_err() {
+            cx.buffers.count_dropped();
+        }
+    }
+
+    /// Drops the rings of threads that have exited, forwarding what is left in them and keeping
+    /// their in-flight counts in `retired`.
+    fn retire(&mut self, cx: &Context<'_>, rings: Vec<Ring>) -> Vec<Ring> {
         let mut kept = Vec::with_capacity(rings.len());
         for ring in rings {
-            if !(ring.records.is_abandoned() && ring.records.is_empty()) {
+            if !ring.records.is_abandoned() {
                 kept.push(ring);
                 continue;
             }
-            // The thread dropped its side; once it let go of its counts too, nobody writes
-            // them any more.
-            match Arc::try_unwrap(ring.active) {
+            // The thread dropped its side of the ring, then its counts. Once it let go of the
+            // counts (which also makes its last writes to both visible here), nobody writes
+            // either any more.
+            let Ring {
+                mut records,
+                active,
+            } = ring;
+            match Arc::try_unwrap(active) {
                 Ok(counts) => {
+                    while let Ok(record) = records.pop() {
+                        self.apply_caught(cx, record);
+                    }
                     add_counts(&mut self.retired, &counts);
                 }
-                Err(active) => kept.push(Ring {
-                    records: ring.records,
-                    active,
-                }),
+                Err(active) => kept.push(Ring { records, active }),
             }
         }
         kept
