@@ -79,9 +79,9 @@
 //! `otel.metric.overflow="true"` and are counted in `spanmetrics.overflow`. The cap counts the
 //! distinct (command, label values) keys spans pass through, not only those they close with: a
 //! span created with `command = Empty` also makes the key of its span name, and labels recorded
-//! by separate `Span::record` calls make one key per partial combination. Record late values in
-//! one call (`span.record(..)` of all fields before other work) or give them at creation when a
-//! callsite has many distinct values. Command names and
+//! by separate `Span::record` calls make one key per partial combination. Where a callsite has
+//! many distinct values, give them at creation (`fields(...)` of `#[instrument]` can compute
+//! them from the arguments). Command names and
 //! label values are cut to 96 bytes (error types to 64). In the [`metrics`] sink (Prometheus),
 //! label values have each backslash replaced by `/` and each control character (newline, tab,
 //! NUL, ...) by U+FFFD `�`, because metrics-exporter-prometheus cannot render them unchanged
