@@ -76,12 +76,12 @@
 //! **Labels and cardinality.** No span field becomes a label unless allow-listed with
 //! [`Builder::with_label`]. Each metric holds at most 2000 series
 //! ([`Builder::with_max_series`]); further records fold into one series marked
-//! `otel.metric.overflow="true"` and are counted in `spanmetrics.overflow`. The cap counts the
-//! distinct (command, label values) keys spans pass through, not only those they close with: a
-//! span created with `command = Empty` also makes the key of its span name, and labels recorded
-//! by separate `Span::record` calls make one key per partial combination. Where a callsite has
-//! many distinct values, give them at creation (`fields(...)` of `#[instrument]` can compute
-//! them from the arguments). Command names and
+//! `otel.metric.overflow="true"` and are counted in `spanmetrics.overflow`; the in-flight gauge
+//! has at most as many commands, the rest counted under its overflow series. Only series that
+//! records end in count: the keys a span passes through before its last `Span::record` (its
+//! span name while `command` is still `Empty`, one label recorded without the other) do not.
+//! Those are kept up to 4 per series of the cap (plus 64), a bound on memory; past it, new keys
+//! fold into the overflow series too. Command names and
 //! label values are cut to 96 bytes (error types to 64). In the [`metrics`] sink (Prometheus),
 //! label values have each backslash replaced by `/` and each control character (newline, tab,
 //! NUL, ...) by U+FFFD `�`, because metrics-exporter-prometheus cannot render them unchanged

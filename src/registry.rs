@@ -14,6 +14,10 @@ use crate::callsite::SpanSite;
 pub(crate) const OVERFLOW_ENTRY: u32 = 0;
 /// Id of the overflow command (the command of [`OVERFLOW_ENTRY`]).
 pub(crate) const OVERFLOW_COMMAND: u32 = 0;
+/// Keys kept per series of the cap (see [`Registry::new`]).
+pub(crate) const KEYS_PER_SERIES: usize = 4;
+/// Keys kept beyond that, so that a small cap still leaves room for passing keys.
+const KEYS_SLACK: usize = 64;
 /// Id standing for `_OTHER` in an [`Interner`].
 pub(crate) const OTHER_ID: u16 = u16::MAX;
 /// Distinct error types kept across all commands (each command adds at most its own cap, so
@@ -204,7 +208,15 @@ impl Registry {
         id
     }
 
-    pub(crate) fn new(max_entries: usize, max_marks: usize) -> Self {
+    /// `max_series` is the cap on exported series, which the background side applies to the
+    /// series that records arrive for. Keys that spans only pass through (the span name while
+    /// `command` is still `Empty`, a partial set of labels recorded one at a time) must not use
+    /// it up, so more keys than that are kept here: [`KEYS_PER_SERIES`] per series, a bound on
+    /// memory only. Past it, new keys are the overflow entry.
+    pub(crate) fn new(max_series: usize, max_marks: usize) -> Self {
+        let max_entries = max_series
+            .saturating_mul(KEYS_PER_SERIES)
+            .saturating_add(KEYS_SLACK);
         let registry = Self {
             commands: boxcar::Vec::new(),
             entries: boxcar::Vec::new(),

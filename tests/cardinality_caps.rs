@@ -261,3 +261,46 @@ fn commands_beyond_the_cap_are_in_flight_under_the_overflow_series() {
     assert_eq!(snap.counts(OTEL_DURATION).values().sum::<u64>(), 4);
     assert_eq!(snap.folded(OTEL_DURATION), 2);
 }
+
+#[test]
+fn values_recorded_late_use_the_cap_only_for_the_series_they_end_in() {
+    // Each span passes through partial keys (the span name while `command` is Empty, one label
+    // without the other); only the series records end in count towards the cap.
+    let cap = 3;
+    let fx = Fixture::with(|b| {
+        b.with_label("system")
+            .unwrap()
+            .with_label("tier")
+            .unwrap()
+            .with_max_series(cap)
+            .unwrap()
+    });
+    fx.run(|| {
+        for (command, system, tier) in [
+            ("a", "irc", "gold"),
+            ("b", "irc", "free"),
+            ("c", "matrix", "gold"),
+        ] {
+            let span =
+                tracing::info_span!("dispatch", command = Empty, system = Empty, tier = Empty);
+            span.record("command", command);
+            span.record("system", system);
+            span.record("tier", tier);
+        }
+    });
+    let snap = fx.snapshot();
+    let series = |command: &str, system: &str, tier: &str| {
+        with_label(with_label(ok(command), "system", system), "tier", tier)
+    };
+    assert_eq!(
+        snap.counts(OTEL_DURATION),
+        [
+            (series("a", "irc", "gold"), 1),
+            (series("b", "irc", "free"), 1),
+            (series("c", "matrix", "gold"), 1),
+        ]
+        .into_iter()
+        .collect()
+    );
+    assert_eq!(snap.folded(OTEL_DURATION), 0);
+}

@@ -378,7 +378,8 @@ fn a_span_closed_while_its_thread_is_torn_down_still_counts() {
     }
     let fx = Fixture::new();
     std::thread::scope(|s| {
-        s.spawn(|| {
+        // Joined by hand: a scope's own join does not wait for thread-local destructors.
+        let thread = s.spawn(|| {
             // Thread-locals are torn down in the reverse order of their first use: touching this
             // one before the layer's makes the held spans close after the layer's are gone.
             HELD.with(|_| {});
@@ -393,6 +394,7 @@ fn a_span_closed_while_its_thread_is_torn_down_still_counts() {
                 });
             });
         });
+        thread.join().expect("the thread ran");
     });
     let snap = fx.snapshot();
     assert_eq!(

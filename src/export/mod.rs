@@ -161,6 +161,8 @@ pub(crate) struct Pump {
     marks_count: usize,
     overflow_marks: Option<HistogramPair>,
     commands: Vec<Option<CommandState>>,
+    /// Commands with a state of their own (not counting the overflow command).
+    commands_count: usize,
     folded_durations: Option<FoldCounter>,
     folded_marks: Option<FoldCounter>,
     dropped: Option<metrics::Counter>,
@@ -207,6 +209,7 @@ impl Pump {
             marks_count: 0,
             overflow_marks: None,
             commands: Vec::new(),
+            commands_count: 0,
             folded_durations: None,
             folded_marks: None,
             dropped: None,
@@ -320,10 +323,14 @@ impl Pump {
         for ring in &self.rings {
             add_counts(&mut totals, &ring.active);
         }
+        for state in self.commands.iter_mut().flatten() {
+            state.active = 0;
+        }
         for (id, total) in totals.into_iter().enumerate() {
             let known = self.commands.get(id).is_some_and(Option::is_some);
             if known || total != 0 {
-                self.command(cx, id as u32).active = total;
+                // Added, not set: commands past the cap share the overflow command's state.
+                self.command(cx, id as u32).active += total;
             }
         }
     }
@@ -360,10 +367,21 @@ impl Pump {
         }
     }
 
+    /// The state of command `id`: its own while fewer than the series cap have one, else the
+    /// overflow command's (the in-flight gauge is capped like every other metric).
     fn command(&mut self, cx: &Context<'_>, id: u32) -> &mut CommandState {
+        let own = self.commands.get(id as usize).is_some_and(Option::is_some);
+        let id = if own || id == OVERFLOW_COMMAND || self.commands_count < cx.config.max_series {
+            id
+        } else {
+            OVERFLOW_COMMAND
+        };
         let index = id as usize;
         if self.commands.len() <= index {
             self.commands.resize_with(index + 1, || None);
+        }
+        if !own && id != OVERFLOW_COMMAND && self.commands[index].is_none() {
+            self.commands_count += 1;
         }
         let recorder = &self.recorder;
         self.commands[index].get_or_insert_with(|| {
