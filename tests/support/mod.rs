@@ -57,9 +57,14 @@ pub struct Process {
     stdin: Option<ChildStdin>,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    /// The threads reading stdout and stderr; they end when the process closes them.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
+fn collect(
+    stream: impl Read + Send + 'static,
+    into: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
@@ -67,7 +72,7 @@ fn collect(stream: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
             into.lock().unwrap().push_str(&line);
             line.clear();
         }
-    });
+    })
 }
 
 impl Process {
@@ -88,13 +93,16 @@ impl Process {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
         let (stdout, stderr) = (Arc::default(), Arc::default());
-        collect(child.stdout.take().unwrap(), Arc::clone(&stdout));
-        collect(child.stderr.take().unwrap(), Arc::clone(&stderr));
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), Arc::clone(&stdout)),
+            collect(child.stderr.take().unwrap(), Arc::clone(&stderr)),
+        ];
         Self {
             stdin: child.stdin.take(),
             child,
             stdout,
             stderr,
+            readers,
         }
     }
 
@@ -124,12 +132,20 @@ impl Process {
         });
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit, and for everything it printed to be read.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         self.stdin.take();
-        poll("the process to exit", || {
+        let status = poll("the process to exit", || {
             self.child.try_wait().ok().flatten()
-        })
+        });
+        // Its pipes are closed now, so the readers reach the end of what it wrote.
+        poll("the process's output to be read", || {
+            self.readers.iter().all(|r| r.is_finished()).then_some(())
+        });
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        status
     }
 
     /// Sends a signal by name (`STOP`, `CONT`) with `kill(1)`.
