@@ -61,6 +61,30 @@ fn ping_self_timed() -> u64 {
     out
 }
 
+/// What the failing handler returns.
+#[derive(Debug)]
+enum PingError {
+    Timeout {
+        #[allow(dead_code)]
+        after_ms: u64,
+    },
+}
+
+impl std::fmt::Display for PingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("timed out")
+    }
+}
+
+/// The same handler failing every time: `#[instrument(err(Debug))]` emits an ERROR event with
+/// the error's `Debug` text, from which spanmetrics derives `error.type = "Timeout"`.
+#[tracing::instrument(fields(command = "fail"), err(Debug))]
+fn fail() -> Result<u64, PingError> {
+    Err(PingError::Timeout {
+        after_ms: black_box(5),
+    })
+}
+
 /// A layer that does nothing: the registry's own cost.
 struct NoopLayer;
 
@@ -351,6 +375,37 @@ fn overhead(c: &mut Criterion) {
     group.finish();
 }
 
+/// The error path: a handler that fails on every call, with and without spanmetrics.
+fn failing(c: &mut Criterion) {
+    let mut group = c.benchmark_group("failing");
+    {
+        let dispatch = Dispatch::new(tracing_subscriber::registry().with(NoopLayer));
+        dispatcher::with_default(&dispatch, || {
+            group.bench_function("registry_noop_layer", |b| b.iter(fail));
+        });
+    }
+    {
+        let mut setup = spanmetrics_setup(|b| b);
+        let dispatch = setup.dispatch();
+        let ran = Cell::new(false);
+        dispatcher::with_default(&dispatch, || {
+            group.bench_function("spanmetrics_both_sinks", |b| {
+                ran.set(true);
+                b.iter(fail)
+            });
+        });
+        setup.handle.flush();
+        assert!(
+            !ran.get()
+                || setup.prometheus.render().contains(
+                    "command_duration_seconds_count{command=\"fail\",outcome=\"error\",error_type=\"Timeout\"}"
+                ),
+            "the failing handler's error series is missing"
+        );
+    }
+    group.finish();
+}
+
 /// `threads` dispatchers for one subscriber: either clones of one `Dispatch` (whose reference
 /// count every span touches, as with any scoped dispatcher) or one `Dispatch` per thread around
 /// the same `Arc`'d subscriber, which behaves like a global subscriber (no shared counter).
@@ -510,6 +565,16 @@ fn print_ratios() {
         "  otel layer alone added / spanmetrics added:         {:5.2}",
         added(otel) / added(both)
     );
+    if let (Some(base), Some(with)) = (
+        support::estimate("failing", "registry_noop_layer"),
+        support::estimate("failing", "spanmetrics_both_sinks"),
+    ) {
+        println!(
+            "  failing handler: spanmetrics adds {:.0} ns (ok path: {:.0} ns)",
+            with - base,
+            added(both)
+        );
+    }
     if let Some(forward) = support::estimate("forwarding", "spanmetrics_flush_per_call") {
         println!(
             "  (spanmetrics added + forwarding) / minimal added:   {:5.2}  (all CPU spent per call)",
@@ -533,7 +598,7 @@ fn print_ratios() {
     }
 }
 
-criterion_group!(benches, throughput, overhead, forwarding);
+criterion_group!(benches, throughput, overhead, failing, forwarding);
 
 fn main() {
     benches();

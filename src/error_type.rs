@@ -1,5 +1,40 @@
 //! Deriving a low-cardinality `error.type` from an error's `Debug` text.
 
+use std::fmt::{self, Write};
+
+use crate::fields::{StackStr, ERROR_TYPE_CAP};
+
+/// The start of a value's `Debug` text: enough of it to find its leading identifier. Formatting
+/// stops at the first character past the leading path of identifiers that tells the shape, so
+/// the fields of an error (`Io(Custom { kind: Other, error: "..." })`) are never formatted.
+pub(crate) fn debug_head(value: &dyn fmt::Debug) -> StackStr<ERROR_TYPE_CAP> {
+    let mut head = Head(StackStr::new());
+    // Stopping early is reported as an error; what was written is kept.
+    let _ = write!(head, "{value:?}");
+    head.0
+}
+
+struct Head(StackStr<ERROR_TYPE_CAP>);
+
+impl Write for Head {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.write_str(s)?;
+        let text = self.0.as_str();
+        let body = text.trim_start();
+        let path = body
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b':')
+            .count();
+        // Past the path, one character tells (`(`, `{`, anything else), except a space, which
+        // needs the next one (` {`).
+        match body.as_bytes().get(path) {
+            Some(b' ') if body.len() < path + 2 => Ok(()),
+            Some(_) => Err(fmt::Error),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The leading identifier of a `Debug` rendering, when the text looks like one:
 /// `Timeout { after: 5s }` → `Timeout`, `Io(Custom { .. })` → `Io`, `my::Error::Gone` → `Gone`.
 /// Prose (`connection refused`) gives `None`, so free text never becomes a label value.
@@ -45,6 +80,45 @@ mod tests {
         assert_eq!(leading_identifier("NotFound"), Some("NotFound"));
         assert_eq!(leading_identifier("my_bot::Error::Gone"), Some("Gone"));
         assert_eq!(leading_identifier("Upstream{code: 3}"), Some("Upstream"));
+    }
+
+    #[test]
+    fn the_head_of_a_debug_text_is_enough_and_stops_before_the_fields() {
+        #[derive(Debug)]
+        #[allow(dead_code)]
+        enum Failure {
+            Timeout { after_ms: u64, detail: Detail },
+            Io(Detail),
+            Gone,
+        }
+        #[derive(Debug)]
+        struct Detail;
+        // A field whose `Debug` would show it was formatted.
+        struct Loud;
+        impl std::fmt::Debug for Loud {
+            fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                panic!("a field was formatted")
+            }
+        }
+        #[derive(Debug)]
+        #[allow(dead_code)]
+        struct Wrapper(Loud);
+
+        let head = super::debug_head(&Failure::Timeout {
+            after_ms: 5,
+            detail: Detail,
+        });
+        assert_eq!(leading_identifier(head.as_str()), Some("Timeout"));
+        let head = super::debug_head(&Failure::Io(Detail));
+        assert_eq!(leading_identifier(head.as_str()), Some("Io"));
+        let head = super::debug_head(&Failure::Gone);
+        assert_eq!(leading_identifier(head.as_str()), Some("Gone"));
+        let head = super::debug_head(&Wrapper(Loud));
+        assert_eq!(leading_identifier(head.as_str()), Some("Wrapper"));
+        let head = super::debug_head(&"connection refused");
+        assert_eq!(leading_identifier(head.as_str()), None);
+        let head = super::debug_head(&format_args!("plain prose"));
+        assert_eq!(leading_identifier(head.as_str()), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::fmt::{self, Write};
 use tracing_core::field::{Field, Visit};
 
 use crate::callsite::FieldRole;
+use crate::error_type::debug_head;
 
 /// Longest command name or label value kept, in bytes; longer values are cut at a char boundary.
 pub(crate) const VALUE_CAP: usize = 96;
@@ -186,6 +187,10 @@ impl Visit for Collector<'_> {
         if role == FieldRole::Ignore {
             return;
         }
+        if role == FieldRole::Error {
+            self.out.error_text = Some(debug_head(value));
+            return;
+        }
         // Room for the two quotes `Debug` adds around a string, so that a long `?value` keeps
         // as many bytes as a long `value` does once `store` cuts it to `VALUE_CAP`.
         let text = StackStr::<{ VALUE_CAP + 2 }>::from_debug(value);
@@ -198,6 +203,10 @@ impl Visit for Collector<'_> {
             return;
         }
         // `Display` of an error has no type name in it; its `Debug` usually does.
+        if role == FieldRole::Error {
+            self.out.error_text = Some(debug_head(&value));
+            return;
+        }
         let text = StackStr::<VALUE_CAP>::from_debug(&value);
         self.store(role, text.as_str());
     }

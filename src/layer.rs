@@ -309,7 +309,8 @@ where
             return;
         };
         collect!(collected, &site.roles, event);
-        let now = self.shared.clock.raw();
+        // The time only for a mark: an error event needs no clock read.
+        let now = collected.mark.is_some().then(|| self.shared.clock.raw());
         let registry = &self.shared.registry;
         // The nearest enclosing command span is the one the event belongs to.
         for span in scope {
@@ -332,7 +333,8 @@ where
                     });
                     state.update_outcome(Some(true), error_type);
                 }
-                collected.mark.as_ref().map(|mark| Record::Marked {
+                let (mark, now) = (collected.mark.as_ref()?, now?);
+                Some(Record::Marked {
                     command,
                     mark: registry.marks.intern(mark.as_str()),
                     elapsed_ns: self.shared.clock.delta_as_nanos(state.start(), now),
