@@ -305,47 +305,59 @@ where
         if export::is_forwarding() {
             return;
         }
-        let Some(scope) = ctx.event_scope(event) else {
+        if event.is_root() {
             return;
-        };
+        }
         collect!(collected, &site.roles, event);
         // The time only for a mark: an error event needs no clock read.
         let now = collected.mark.is_some().then(|| self.shared.clock.raw());
         let registry = &self.shared.registry;
-        // The nearest enclosing command span is the one the event belongs to.
-        for span in scope {
-            let found = self.with_state(&span.id(), &ctx, |state| {
-                let command = state.series().command;
-                if site.is_error {
-                    let error_type = state.takes_error_type_from(ErrorSource::Event).then(|| {
-                        let text = match (&collected.error_type, &collected.error_text) {
-                            (Some(t), _) => t.as_str(),
-                            (None, Some(text)) => leading_identifier(text.as_str())
-                                .unwrap_or(names::DEFAULT_ERROR_TYPE),
-                            (None, None) => names::DEFAULT_ERROR_TYPE,
-                        };
-                        let id = registry.intern_error_type(
-                            command,
-                            text,
-                            self.shared.config.max_error_types,
-                        );
-                        (id, ErrorSource::Event)
-                    });
-                    state.update_outcome(Some(true), error_type);
-                }
-                let (mark, now) = (collected.mark.as_ref()?, now?);
-                Some(Record::Marked {
-                    command,
-                    mark: registry.marks.intern(mark.as_str()),
-                    elapsed_ns: self.shared.clock.delta_as_nanos(state.start(), now),
-                })
-            });
-            match found {
-                // Handed over outside the state: handing over may wait when overloaded.
-                Some(Some(marked)) => return self.shared.record(marked),
-                Some(None) => return,
-                None => continue,
+        let apply = |state: &SpanState| {
+            let command = state.series().command;
+            if site.is_error {
+                let error_type = state.takes_error_type_from(ErrorSource::Event).then(|| {
+                    let text = match (&collected.error_type, &collected.error_text) {
+                        (Some(t), _) => t.as_str(),
+                        (None, Some(text)) => {
+                            leading_identifier(text.as_str()).unwrap_or(names::DEFAULT_ERROR_TYPE)
+                        }
+                        (None, None) => names::DEFAULT_ERROR_TYPE,
+                    };
+                    let id = registry.intern_error_type(
+                        command,
+                        text,
+                        self.shared.config.max_error_types,
+                    );
+                    (id, ErrorSource::Event)
+                });
+                state.update_outcome(Some(true), error_type);
             }
+            let (mark, now) = (collected.mark.as_ref()?, now?);
+            Some(Record::Marked {
+                command,
+                mark: registry.marks.intern(mark.as_str()),
+                elapsed_ns: self.shared.clock.delta_as_nanos(state.start(), now),
+            })
+        };
+        // Usually the event's own span (its explicit parent, or the current span) is the
+        // command span: found by its id alone, without walking the registry's parent chain.
+        let own = if event.is_contextual() {
+            ctx.current_span().id().cloned()
+        } else {
+            event.parent().cloned()
+        };
+        let found = match own.and_then(|id| self.shared.spans.get(id.into_u64())) {
+            Some(state) => Some(apply(state)),
+            None => ctx.event_scope(event).and_then(|scope| {
+                // The nearest enclosing command span is the one the event belongs to.
+                scope
+                    .into_iter()
+                    .find_map(|span| self.with_state(&span.id(), &ctx, &apply))
+            }),
+        };
+        // Handed over outside the state: handing over may wait when overloaded.
+        if let Some(Some(marked)) = found {
+            self.shared.record(marked);
         }
     }
 
