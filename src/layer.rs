@@ -352,7 +352,7 @@ where
                 // The nearest enclosing command span is the one the event belongs to.
                 scope
                     .into_iter()
-                    .find_map(|span| self.with_state(&span.id(), &ctx, &apply))
+                    .find_map(|span| self.with_state(&span.id(), &ctx, apply))
             }),
         };
         // Handed over outside the state: handing over may wait when overloaded.
