@@ -188,8 +188,12 @@ impl Visit for Collector<'_> {
             return;
         }
         if role == FieldRole::Error {
-            self.out.error_text = Some(debug_head(value));
-            return;
+            let head = debug_head(value);
+            // A string (`error = ?message`) is quoted by `Debug`: its text is what counts.
+            if !head.as_str().starts_with('"') {
+                self.out.error_text = Some(head);
+                return;
+            }
         }
         // Room for the two quotes `Debug` adds around a string, so that a long `?value` keeps
         // as many bytes as a long `value` does once `store` cuts it to `VALUE_CAP`.

@@ -18,6 +18,10 @@ pub(crate) const OVERFLOW_COMMAND: u32 = 0;
 pub(crate) const KEYS_PER_SERIES: usize = 4;
 /// Keys kept beyond that, so that a small cap still leaves room for passing keys.
 const KEYS_SLACK: usize = 64;
+/// Commands kept beyond the series cap: room for span names that stand in for a `command`
+/// recorded later. Small, so that the commands' error types still fit the shared table at the
+/// default caps (2016 × 32 < [`MAX_ERROR_TYPES`]).
+const COMMANDS_SLACK: usize = 16;
 /// Id standing for `_OTHER` in an [`Interner`].
 pub(crate) const OTHER_ID: u16 = u16::MAX;
 /// Distinct error types kept across all commands (each command adds at most its own cap, so
@@ -151,6 +155,9 @@ pub(crate) struct Registry {
     pub(crate) error_types: Interner,
     pub(crate) marks: Interner,
     max_entries: usize,
+    /// Commands kept (besides the overflow command): the series cap, plus a few span names of
+    /// spans whose `command` is recorded later.
+    max_commands: usize,
 }
 
 fn key_hash(command: &str, labels: &[Option<&str>]) -> u64 {
@@ -217,6 +224,7 @@ impl Registry {
         let max_entries = max_series
             .saturating_mul(KEYS_PER_SERIES)
             .saturating_add(KEYS_SLACK);
+        let max_commands = max_series.saturating_add(COMMANDS_SLACK);
         let registry = Self {
             commands: boxcar::Vec::new(),
             entries: boxcar::Vec::new(),
@@ -225,6 +233,7 @@ impl Registry {
             error_types: Interner::new(MAX_ERROR_TYPES),
             marks: Interner::new(max_marks),
             max_entries,
+            max_commands,
         };
         registry.commands.push(Command::new(crate::names::OTHER));
         registry.entries.push(Entry {
@@ -315,8 +324,13 @@ impl Registry {
         if self.entries.count() > self.max_entries {
             return OVERFLOW_ENTRY;
         }
+        // Commands are capped on their own: keys a span passes through mostly differ in label
+        // values, and each command may hold up to its own number of error types.
+        let Some(command_id) = self.intern_command(command) else {
+            return OVERFLOW_ENTRY;
+        };
         let id = self.entries.push(Entry {
-            command: self.intern_command(command),
+            command: command_id,
             name: command.into(),
             labels: labels.iter().map(|l| l.map(Box::from)).collect(),
         }) as u32;
@@ -324,16 +338,59 @@ impl Registry {
         id
     }
 
-    fn intern_command(&self, name: &str) -> u32 {
+    /// The id of command `name`; `None` once [`Registry::max_commands`] commands exist.
+    fn intern_command(&self, name: &str) -> Option<u32> {
         let mut index = self
             .command_index
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(&id) = index.get(name) {
-            return id;
+            return Some(id);
+        }
+        if index.len() >= self.max_commands {
+            return None;
         }
         let id = self.commands.push(Command::new(name)) as u32;
         index.insert(name.into(), id);
-        id
+        Some(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Registry, COMMANDS_SLACK, OVERFLOW_ENTRY};
+    use crate::callsite::Callsite;
+    use crate::config::Selection;
+
+    #[test]
+    fn commands_are_capped_on_their_own() {
+        static CALLSITE: tracing_core::callsite::DefaultCallsite =
+            tracing_core::callsite::DefaultCallsite::new(&META);
+        static META: tracing_core::Metadata<'static> = tracing_core::metadata! {
+            name: "h",
+            target: "t",
+            level: tracing_core::Level::INFO,
+            fields: &["command"],
+            callsite: &CALLSITE,
+            kind: tracing_core::metadata::Kind::SPAN,
+        };
+        let selection = Selection {
+            command_field: "command".into(),
+            span_names: Vec::new(),
+            target_prefixes: Vec::new(),
+            predicate: None,
+            labels: Vec::new(),
+        };
+        let Callsite::Span(site) = Callsite::classify(&META, &selection) else {
+            panic!("a span with a command field is a command");
+        };
+        let registry = Registry::new(2, 8);
+        let kept = (0..100)
+            .map(|i| registry.resolve(&site, &format!("c{i}"), &[]).0)
+            .filter(|&entry| entry != OVERFLOW_ENTRY)
+            .count();
+        assert_eq!(kept, 2 + COMMANDS_SLACK);
+        let again = registry.resolve(&site, "c0", &[]).0;
+        assert_ne!(again, OVERFLOW_ENTRY, "a kept command stays kept");
     }
 }

@@ -113,6 +113,28 @@ fn instrument_err_with_prose_display_gives_the_default_error_type() {
     );
 }
 
+/// A handler whose error is a plain message.
+#[tracing::instrument(fields(command = "lookup"), err(Debug))]
+fn lookup(message: &str) -> Result<(), String> {
+    Err(message.to_owned())
+}
+
+#[test]
+fn instrument_err_debug_of_a_string_error_uses_its_text() {
+    let fx = Fixture::new();
+    fx.run(|| {
+        let _ = lookup("NotFound");
+        let _ = lookup("connection refused");
+    });
+    assert_eq!(
+        fx.snapshot().counts(OTEL_DURATION),
+        expect(&[
+            (failed("lookup", "NotFound"), 1),
+            (failed("lookup", names::DEFAULT_ERROR_TYPE), 1)
+        ])
+    );
+}
+
 #[test]
 fn error_field_recorded_as_dyn_error_gives_its_debug_identifier() {
     let fx = Fixture::new();

@@ -139,10 +139,14 @@ fn a_predicate_selects_commands_and_runs_once_per_callsite() {
         fx.snapshot().counts(OTEL_DURATION),
         counts(&[("cmd_counted", 50)])
     );
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        1,
-        "predicate calls for one callsite"
+    // Once per callsite, not per call. Two registrations of the callsite can race (its own
+    // first use here, and an interest rebuild when a test on another thread creates a
+    // dispatcher); both may classify it, and neither waits for the other, since waiting there
+    // could deadlock with a predicate that logs.
+    let calls = calls.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&calls),
+        "{calls} predicate calls for one callsite used 50 times"
     );
 }
 

@@ -329,7 +329,14 @@ impl Pump {
         for (id, total) in totals.into_iter().enumerate() {
             let known = self.commands.get(id).is_some_and(Option::is_some);
             if known || total != 0 {
-                // Added, not set: commands past the cap share the overflow command's state.
+                // Added, not set: commands past the cap share the overflow command's state. Each
+                // is clamped first, as an own gauge would be: a close counted before its start
+                // must not hide another command's span in flight.
+                let total = if id == OVERFLOW_COMMAND as usize {
+                    total
+                } else {
+                    total.max(0)
+                };
                 self.command(cx, id as u32).active += total;
             }
         }

@@ -138,12 +138,12 @@ impl Process {
         let status = poll("the process to exit", || {
             self.child.try_wait().ok().flatten()
         });
-        // Its pipes are closed now, so the readers reach the end of what it wrote.
-        poll("the process's output to be read", || {
-            self.readers.iter().all(|r| r.is_finished()).then_some(())
-        });
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
+        // Its pipes are closed now, so the readers reach the end of what it wrote, unless a
+        // process it started (a browser's helper) still holds them: then go on after a grace
+        // period with what was read.
+        let grace = Instant::now() + Duration::from_secs(2);
+        while !self.readers.iter().all(|r| r.is_finished()) && Instant::now() < grace {
+            std::thread::sleep(Duration::from_millis(10));
         }
         status
     }
