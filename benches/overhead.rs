@@ -6,12 +6,14 @@
 //! process: the tracer provider has no exporter, the meter providers an in-memory one that
 //! is never due during a run.
 //!
-//! Groups:
-//! - `overhead`: caller's cost per call, single thread, configurations 1–8 (see `BENCHMARKS.md`).
+//! Groups, in the order they run:
 //! - `throughput`: the same total number of calls split over 1 or 2 threads (wall time per call).
+//!   First, because the registry stops scaling once the main thread has used tracing.
+//! - `overhead`: caller's cost per call, single thread, configurations 1–8 (see `BENCHMARKS.md`).
+//! - `failing`: the same handler failing on every call (`err(Debug)`), registry vs spanmetrics.
 //! - `forwarding`: spanmetrics' background cost, i.e. `SpanMetricsHandle::flush()` time per
-//!   forwarded call (one `Started` and one `Finished` record), which the `overhead` group does
-//!   not see because it happens on the layer's own thread.
+//!   forwarded call (one `Finished` record), which the `overhead` group does not see because it
+//!   happens on the layer's own thread.
 //!
 //! Run: `cargo bench --bench overhead -- --warm-up-time 1 --measurement-time 3`
 
