@@ -61,13 +61,19 @@ impl Selection {
     pub(crate) fn selects(&self, meta: &Metadata<'_>) -> bool {
         meta.fields().field(self.command_field.as_str()).is_some()
             || self.span_names.iter().any(|n| n == meta.name())
-            || self.target_prefixes.iter().any(|p| {
-                meta.target()
-                    .strip_prefix(p.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
-            })
+            || self
+                .target_prefixes
+                .iter()
+                .any(|p| in_module(meta.target(), p))
             || self.predicate.as_ref().is_some_and(|p| p(meta))
     }
+}
+
+/// Whether `target` is module `module` or below it (`a::b` is in `a`, `ab` is not).
+pub(crate) fn in_module(target: &str, module: &str) -> bool {
+    target
+        .strip_prefix(module)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
 }
 
 impl fmt::Debug for Selection {

@@ -135,6 +135,7 @@ mod fields;
 mod layer;
 mod live;
 pub mod names;
+mod percent;
 mod registry;
 mod shared;
 mod spans;

@@ -417,8 +417,7 @@ impl Pump {
             .get(index)
             .is_some_and(|s| s.get(error).is_some());
         if !known && (entry == OVERFLOW_ENTRY || self.series_count >= cx.config.max_series) {
-            self.folded(names::OTEL_DURATION, names::PROM_DURATION)
-                .add(1);
+            self.folded(Folded::Durations).add(1);
             let (otel, prom) = overflow_attributes();
             let (recorder, instruments) = (&self.recorder, self.otel.as_ref());
             return self
@@ -446,13 +445,12 @@ impl Pump {
         if position.is_none()
             && (command == OVERFLOW_COMMAND || self.marks_count >= cx.config.max_series)
         {
-            self.folded(names::OTEL_MARK, names::PROM_MARK).add(1);
+            self.folded(Folded::Marks).add(1);
             let (otel, prom) = overflow_attributes();
             let (recorder, instruments) = (&self.recorder, self.otel.as_ref());
-            return self.overflow_marks.get_or_insert_with(|| HistogramPair {
-                metrics: recorder.histogram(names::PROM_MARK, prom),
-                otel: instruments.map(|i| i.mark.bind(&otel)),
-            });
+            return self
+                .overflow_marks
+                .get_or_insert_with(|| make_mark(recorder, instruments, &otel, prom));
         }
         if self.marks.len() <= index {
             self.marks.resize_with(index + 1, Vec::new);
@@ -470,10 +468,7 @@ impl Pump {
                     Label::new(names::ATTR_COMMAND, command_name),
                     Label::new(names::ATTR_MARK, mark_name),
                 ];
-                let pair = HistogramPair {
-                    metrics: self.recorder.histogram(names::PROM_MARK, prom),
-                    otel: self.otel.as_ref().map(|i| i.mark.bind(&otel)),
-                };
+                let pair = make_mark(&self.recorder, self.otel.as_ref(), &otel, prom);
                 self.marks_count += 1;
                 self.marks[index].push((mark, pair));
                 self.marks[index].len() - 1
@@ -482,11 +477,14 @@ impl Pump {
         &self.marks[index][position].1
     }
 
-    fn folded(&mut self, otel_metric: &'static str, prom_metric: &'static str) -> &FoldCounter {
-        let slot = if otel_metric == names::OTEL_MARK {
-            &mut self.folded_marks
-        } else {
-            &mut self.folded_durations
+    fn folded(&mut self, which: Folded) -> &FoldCounter {
+        let (slot, otel_metric, prom_metric) = match which {
+            Folded::Marks => (&mut self.folded_marks, names::OTEL_MARK, names::PROM_MARK),
+            Folded::Durations => (
+                &mut self.folded_durations,
+                names::OTEL_DURATION,
+                names::PROM_DURATION,
+            ),
         };
         let (recorder, instruments) = (&self.recorder, self.otel.as_ref());
         slot.get_or_insert_with(|| FoldCounter {
@@ -589,6 +587,25 @@ pub(crate) fn prometheus_label(name: &str) -> String {
         out.insert(0, '_');
     }
     out
+}
+
+/// Which records the overflow counter counts.
+#[derive(Clone, Copy)]
+enum Folded {
+    Durations,
+    Marks,
+}
+
+fn make_mark(
+    recorder: &RecorderHandles,
+    otel: Option<&Instruments>,
+    otel_attributes: &[KeyValue],
+    labels: Vec<Label>,
+) -> HistogramPair {
+    HistogramPair {
+        metrics: recorder.histogram(names::PROM_MARK, labels),
+        otel: otel.map(|i| i.mark.bind(otel_attributes)),
+    }
 }
 
 fn make_series(

@@ -99,35 +99,11 @@ fn query<'a>(uri: &'a Uri, allowed: &[&str]) -> Result<Vec<(&'a str, String)>, S
         if out.iter().any(|(n, _)| *n == name) {
             return Err(format!("query parameter `{name}` given twice"));
         }
-        let value = percent_decode(value).ok_or("malformed percent-encoding in the query")?;
+        let value =
+            crate::percent::decode(value, true).ok_or("malformed percent-encoding in the query")?;
         out.push((name, value));
     }
     Ok(out)
-}
-
-fn percent_decode(v: &str) -> Option<String> {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn param<'a>(params: &'a [(&str, String)], name: &str) -> Option<&'a str> {
@@ -172,7 +148,7 @@ impl Api {
             || uri.query().is_some_and(|q| {
                 q.split('&')
                     .filter_map(|p| p.strip_prefix("token="))
-                    .filter_map(percent_decode)
+                    .filter_map(|v| crate::percent::decode(v, true))
                     .any(|given| same(given.as_bytes(), token.as_bytes()))
             })
     }

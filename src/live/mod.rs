@@ -17,7 +17,7 @@ pub(crate) mod sse;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tracing_core::span::Id;
@@ -32,8 +32,6 @@ pub(crate) const RECENT_CAPACITY: usize = 100;
 /// Failed or slow commands waiting for the pump; beyond it the oldest are forgotten (they
 /// are still counted, only their entries in the recent lists are lost).
 const NOTABLE_QUEUE: usize = 256;
-/// Attempts at the queue's lock before a capture gives up (it never waits).
-const NOTABLE_ATTEMPTS: usize = 16;
 /// Calls in the 5 minute window before a command's own p95 raises its slow threshold.
 const MIN_CALLS_FOR_SLOW_P95: u64 = 20;
 
@@ -389,25 +387,10 @@ impl LiveStats {
             at: SystemTime::now(),
             trace,
         };
-        // The lock is only ever held to push one item or to swap two queues, so after a few
-        // tries this waits at most for that (it never waits on export or I/O): a failure is
-        // never silently missing from the recent list. The newest wins when the queue is full.
-        let mut queue = None;
-        for _ in 0..NOTABLE_ATTEMPTS {
-            match self.notable.try_lock() {
-                Ok(q) => {
-                    queue = Some(q);
-                    break;
-                }
-                Err(TryLockError::Poisoned(p)) => {
-                    queue = Some(p.into_inner());
-                    break;
-                }
-                Err(TryLockError::WouldBlock) => std::hint::spin_loop(),
-            }
-        }
-        let mut queue =
-            queue.unwrap_or_else(|| self.notable.lock().unwrap_or_else(PoisonError::into_inner));
+        // The lock is only ever held to push one item or to swap two queues (never across
+        // export or I/O), so this waits at most for that: a failure is never silently missing
+        // from the recent list. The newest wins when the queue is full.
+        let mut queue = self.notable.lock().unwrap_or_else(PoisonError::into_inner);
         if queue.len() == NOTABLE_QUEUE {
             queue.pop_front();
         }

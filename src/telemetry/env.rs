@@ -450,27 +450,10 @@ fn parse_key_values(v: &str) -> Parsed<Vec<(String, String)>> {
         }
         out.push((
             key.to_owned(),
-            percent_decode(value.trim()).ok_or(EXPECTED)?,
+            crate::percent::decode(value.trim(), false).ok_or(EXPECTED)?,
         ));
     }
     Ok(out)
-}
-
-fn percent_decode(v: &str) -> Option<String> {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = v.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -333,11 +333,9 @@ const EXPORT_CRATES: [&str; 13] = [
 /// The export crate `target` belongs to: the crate name itself or `crate::…`, never a crate
 /// that merely starts with the same letters (`hyperbot`, `h2o_app`).
 fn export_crate(target: &str) -> Option<&'static str> {
-    EXPORT_CRATES.into_iter().find(|name| {
-        target
-            .strip_prefix(name)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
-    })
+    EXPORT_CRATES
+        .into_iter()
+        .find(|name| crate::config::in_module(target, name))
 }
 
 /// Targets of the export machinery: never exported as spans (that would feed back into
