@@ -278,8 +278,12 @@ fn choose_self_timed(options: &'static str, seed: u64) -> Result<String, BotErro
     result
 }
 
-/// Call number `i`: three rolls for one choose, inputs cycling through the tables.
-fn bot_call(i: u64) -> usize {
+/// A bot handler: its input text and a seed.
+type Handler = fn(&'static str, u64) -> Result<String, BotError>;
+
+/// Call number `i`: three rolls for one choose, inputs cycling through the tables, so every
+/// configuration gets the same inputs whatever its handlers.
+fn bot_call_with(i: u64, roll: Handler, choose: Handler) -> usize {
     let seed = mix(i);
     let result = if i % 4 == 3 {
         choose(CHOICES[(i / 4 % 8) as usize], seed)
@@ -289,14 +293,12 @@ fn bot_call(i: u64) -> usize {
     result.map_or(0, |s| s.len())
 }
 
+fn bot_call(i: u64) -> usize {
+    bot_call_with(i, roll, choose)
+}
+
 fn bot_call_self_timed(i: u64) -> usize {
-    let seed = mix(i);
-    let result = if i % 4 == 3 {
-        choose_self_timed(CHOICES[(i / 4 % 8) as usize], seed)
-    } else {
-        roll_self_timed(SPECS[(i % 10) as usize], seed)
-    };
-    result.map_or(0, |s| s.len())
+    bot_call_with(i, roll_self_timed, choose_self_timed)
 }
 
 /// A tracer provider sampling 10 % of traces by trace id, its spans going through a batch

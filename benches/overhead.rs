@@ -349,32 +349,31 @@ fn overhead(c: &mut Criterion) {
     }
 
     // (7) spanmetrics, both sinks, defaults otherwise (busy time on).
-    {
-        let mut setup = spanmetrics_setup(|b| b);
-        let dispatch = setup.dispatch();
-        dispatcher::with_default(&dispatch, || {
-            group.bench_function("7_spanmetrics_both_sinks", |b| {
-                setup.ran.set(true);
-                b.iter(ping)
-            });
-        });
-        setup.report("7_spanmetrics_both_sinks");
-    }
-
+    bench_spanmetrics(&mut group, "7_spanmetrics_both_sinks", |b| b);
     // (8) spanmetrics, both sinks, busy time off.
-    {
-        let mut setup = spanmetrics_setup(|b| b.with_busy_time(false));
-        let dispatch = setup.dispatch();
-        dispatcher::with_default(&dispatch, || {
-            group.bench_function("8_spanmetrics_no_busy_time", |b| {
-                setup.ran.set(true);
-                b.iter(ping)
-            });
-        });
-        setup.report("8_spanmetrics_no_busy_time");
-    }
+    bench_spanmetrics(&mut group, "8_spanmetrics_no_busy_time", |b| {
+        b.with_busy_time(false)
+    });
 
     group.finish();
+}
+
+/// `ping` under registry + spanmetrics with both sinks, configured by `configure`, then the
+/// check that the calls reached the Prometheus recorder.
+fn bench_spanmetrics(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    configure: impl FnOnce(spanmetrics::Builder) -> spanmetrics::Builder,
+) {
+    let mut setup = spanmetrics_setup(configure);
+    let dispatch = setup.dispatch();
+    dispatcher::with_default(&dispatch, || {
+        group.bench_function(name, |b| {
+            setup.ran.set(true);
+            b.iter(ping)
+        });
+    });
+    setup.report(name);
 }
 
 /// The error path: a handler that fails on every call, with and without spanmetrics.

@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== test servers and browser (rotel collector, prometheus, promtool, chromium)"
-# Exports ROTEL_AGENT, PROMETHEUS, PROMTOOL and CHROMIUM for the end-to-end tests; under CI=true a
-# missing one fails those tests instead of skipping them.
+# Exports ROTEL_AGENT, PROMETHEUS, PROMTOOL and CHROMIUM for the end-to-end tests.
 eval "$(scripts/setup-test-deps.sh)"
+# Installed above, so a test missing one of them fails rather than skips.
+export SPANMETRICS_REQUIRE_TOOLS=1
 
 echo "== collector-config: promtool, amtool, otelcol/dashboard/compose checks"
 bash scripts/check-configs.sh

@@ -424,7 +424,13 @@ impl metrics::Recorder for LoggingRecorder {
 
 #[test]
 fn an_error_a_sink_logs_while_forwarding_does_not_fail_the_command_around_it() {
-    let fx = Fixture::with(|b| b.with_recorder(LoggingRecorder));
+    // A long flush interval: the background thread must not forward `inner` first, outside
+    // the `outer` span, or the test would pass without checking anything.
+    let fx = Fixture::with(|b| {
+        b.with_recorder(LoggingRecorder)
+            .with_flush_interval(std::time::Duration::from_secs(60))
+            .expect("a valid interval")
+    });
     let handle = fx.handle.clone();
     fx.run(|| {
         let outer = tracing::info_span!("outer", command = "outer");
