@@ -53,11 +53,10 @@ fn exporting_driver(grpc: u16, extra: &[(&str, String)]) -> Process {
 
 #[test]
 fn a_stopped_collector_blocks_no_command_bounds_memory_counts_losses_and_totals_recover() {
-    let Some(agent) = tool("ROTEL_AGENT") else {
+    let Some(rotel) = rotel() else {
         return;
     };
-    let (grpc, http) = (free_port(), free_port());
-    let rotel = start_rotel(&agent, grpc, http);
+    let grpc = rotel.grpc;
     let mut driver = exporting_driver(
         grpc,
         &[
@@ -167,11 +166,10 @@ fn a_stopped_collector_blocks_no_command_bounds_memory_counts_losses_and_totals_
 
 #[test]
 fn dropping_the_guard_while_the_collector_is_stopped_exits_within_the_shutdown_bound() {
-    let Some(agent) = tool("ROTEL_AGENT") else {
+    let Some(rotel) = rotel() else {
         return;
     };
-    let (grpc, http) = (free_port(), free_port());
-    let rotel = start_rotel(&agent, grpc, http);
+    let grpc = rotel.grpc;
     // Default export timeouts (10 s): the final exports hang on the frozen collector for
     // longer than the guard's 15 s bound taken together.
     let mut driver = exporting_driver(grpc, &[]);
@@ -233,11 +231,10 @@ fn p99s(driver: &Process) -> Vec<u64> {
 #[test]
 #[ignore = "measurement: cargo test --test a_stopped_collector_never_blocks_commands -- --ignored --nocapture"]
 fn measure_command_latency_while_the_collector_is_killed_or_stopped() {
-    let Some(agent) = tool("ROTEL_AGENT") else {
+    let Some(mut rotel) = rotel() else {
         return;
     };
-    let (grpc, http) = (free_port(), free_port());
-    let mut rotel = start_rotel(&agent, grpc, http);
+    let grpc = rotel.grpc;
     let mut driver = exporting_driver(
         grpc,
         &[
@@ -267,7 +264,7 @@ fn measure_command_latency_while_the_collector_is_killed_or_stopped() {
     let healthy = phase(&mut driver, "healthy");
     rotel.kill();
     let killed = phase(&mut driver, "killed");
-    rotel = start_rotel(&agent, grpc, http);
+    rotel.restart();
     let restarted = phase(&mut driver, "restarted");
     rotel.signal("STOP");
     let stopped = phase(&mut driver, "stopped");

@@ -41,11 +41,10 @@ fn shown(key: &str, value: &str) -> String {
 
 #[test]
 fn hostile_values_reach_the_collector_intact_and_the_page_stays_valid() {
-    let (Some(agent), Some(promtool)) = (tool("ROTEL_AGENT"), tool("PROMTOOL")) else {
+    let (Some(promtool), Some(rotel)) = (tool("PROMTOOL"), rotel()) else {
         return;
     };
-    let (grpc, http) = (free_port(), free_port());
-    let rotel = start_rotel(&agent, grpc, http);
+    let grpc = rotel.grpc;
     let mut driver = driver(
         "multi-thread",
         &[

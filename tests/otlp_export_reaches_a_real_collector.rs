@@ -7,11 +7,10 @@ use support::*;
 const PLAN: &str = "roll:ok:7,roll:Timeout:3,fetch:ok:4,fetch:NotFound:2";
 
 fn run_against_rotel(protocol: &str, mode: &str) {
-    let Some(agent) = tool("ROTEL_AGENT") else {
+    let Some(rotel) = rotel() else {
         return;
     };
-    let (grpc, http) = (free_port(), free_port());
-    let rotel = start_rotel(&agent, grpc, http);
+    let (grpc, http) = (rotel.grpc, rotel.http);
     let endpoint = match protocol {
         "grpc" => format!("http://127.0.0.1:{grpc}"),
         _ => format!("http://127.0.0.1:{http}"),
@@ -144,11 +143,10 @@ fn http_protobuf_export_from_a_multi_thread_runtime_reaches_the_collector() {
 
 #[test]
 fn sampled_traces_leave_command_metrics_exact() {
-    let Some(agent) = tool("ROTEL_AGENT") else {
+    let Some(rotel) = rotel() else {
         return;
     };
-    let (grpc, http) = (free_port(), free_port());
-    let rotel = start_rotel(&agent, grpc, http);
+    let grpc = rotel.grpc;
     let mut driver = driver(
         "none",
         &[
@@ -185,11 +183,10 @@ fn sampled_traces_leave_command_metrics_exact() {
 
 #[test]
 fn totals_are_exact_after_the_collector_restarts() {
-    let Some(agent) = tool("ROTEL_AGENT") else {
+    let Some(mut rotel) = rotel() else {
         return;
     };
-    let (grpc, http) = (free_port(), free_port());
-    let mut rotel = start_rotel(&agent, grpc, http);
+    let grpc = rotel.grpc;
     let mut driver = driver(
         "multi-thread",
         &[
@@ -224,7 +221,7 @@ fn totals_are_exact_after_the_collector_restarts() {
             .then_some(())
     });
 
-    let rotel = start_rotel(&agent, grpc, http);
+    rotel.restart();
     let after = "fetch:ok:6";
     driver.send(&format!("run {after}"));
     driver.wait_for_lines("done", 3);

@@ -17,11 +17,10 @@ fn recent_errors(addr: std::net::SocketAddr) -> Vec<serde_json::Value> {
 
 #[test]
 fn failed_commands_link_to_the_traces_the_collector_received() {
-    let Some(agent) = tool("ROTEL_AGENT") else {
+    let Some(rotel) = rotel() else {
         return;
     };
-    let (grpc, http_port) = (free_port(), free_port());
-    let rotel = start_rotel(&agent, grpc, http_port);
+    let grpc = rotel.grpc;
     let mut driver = driver(
         "multi-thread",
         &[
@@ -72,11 +71,10 @@ fn failed_commands_link_to_the_traces_the_collector_received() {
 
 #[test]
 fn unsampled_failures_have_no_trace_id() {
-    let Some(agent) = tool("ROTEL_AGENT") else {
+    let Some(rotel) = rotel() else {
         return;
     };
-    let (grpc, http_port) = (free_port(), free_port());
-    let _rotel = start_rotel(&agent, grpc, http_port);
+    let grpc = rotel.grpc;
     let mut driver = driver(
         "none",
         &[

@@ -171,11 +171,10 @@ fn without_best_effort_a_taken_port_stops_the_program_with_a_clear_message() {
 
 #[test]
 fn with_best_effort_a_taken_port_is_a_warning_and_otlp_export_still_works() {
-    let Some(agent) = tool("ROTEL_AGENT") else {
+    let Some(rotel) = rotel() else {
         return;
     };
-    let (grpc, http) = (free_port(), free_port());
-    let rotel = start_rotel(&agent, grpc, http);
+    let grpc = rotel.grpc;
     let (mut driver, taken) = driver_on_taken_port(
         "true",
         &[(

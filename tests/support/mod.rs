@@ -192,7 +192,49 @@ impl Drop for Process {
 }
 
 /// The rotel collector printing everything it receives.
-pub fn start_rotel(agent: &PathBuf, grpc: u16, http: u16) -> Process {
+/// A rotel collector listening on free 127.0.0.1 ports; a [`Process`] otherwise.
+pub struct Rotel {
+    process: Process,
+    agent: PathBuf,
+    pub grpc: u16,
+    pub http: u16,
+}
+
+/// Starts rotel (`ROTEL_AGENT`, see [`tool`]) on free ports; `None` when the tool is missing
+/// and the test is to be skipped.
+pub fn rotel() -> Option<Rotel> {
+    let agent = tool("ROTEL_AGENT")?;
+    let (grpc, http) = (free_port(), free_port());
+    Some(Rotel {
+        process: start_rotel(&agent, grpc, http),
+        agent,
+        grpc,
+        http,
+    })
+}
+
+impl Rotel {
+    /// Stops the collector (if still running) and starts a fresh one on the same ports.
+    pub fn restart(&mut self) {
+        self.process.kill();
+        self.process = start_rotel(&self.agent, self.grpc, self.http);
+    }
+}
+
+impl std::ops::Deref for Rotel {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Rotel {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
+    }
+}
+
+fn start_rotel(agent: &PathBuf, grpc: u16, http: u16) -> Process {
     let mut command = Command::new(agent);
     command.args([
         "start",
