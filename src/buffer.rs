@@ -1,7 +1,8 @@
 //! Hand-off from the hot path to the background thread: every recording thread gets its own
 //! single-producer ring per layer, so a record is one uncontended write with no lock, no
 //! allocation and no shared cache line, and its own in-flight counts, which only it writes.
-//! The background thread drains all rings and sums the counts.
+//! The background thread drains all rings and sums the counts. What a full or missing ring
+//! leads to is in [`crate::overload`].
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -10,8 +11,7 @@ use std::thread::Thread;
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
-/// Most records kept for threads without a usable ring, between two drains.
-const ORPHAN_RECORDS: usize = 4096;
+use crate::overload::Overload;
 
 /// One measurement, as the hot path hands it over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,8 +97,8 @@ pub(crate) struct Buffers {
     pending: Mutex<Vec<Ring>>,
     /// In-flight counts changed on threads whose own are gone (torn down).
     orphans: ActiveCounts,
-    /// Records of threads whose ring is gone (a span closing while its thread is torn down).
-    orphan_records: Mutex<Vec<Record>>,
+    /// Records no ring could take: the background thread stalled, or the thread is torn down.
+    overload: Overload,
     dropped: AtomicU64,
     waker: OnceLock<Thread>,
 }
@@ -125,14 +125,15 @@ thread_local! {
 }
 
 impl Buffers {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// Rings of `capacity` records, and a backlog of at most `backlog_memory` bytes.
+    pub(crate) fn new(capacity: usize, backlog_memory: usize) -> Self {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             capacity,
             pending: Mutex::new(Vec::new()),
             orphans: ActiveCounts::default(),
-            orphan_records: Mutex::new(Vec::new()),
+            overload: Overload::new(backlog_memory),
             dropped: AtomicU64::new(0),
             waker: OnceLock::new(),
         }
@@ -206,29 +207,9 @@ impl Buffers {
         &self.orphans
     }
 
-    /// Keeps a record that could not go into this thread's ring because the ring is gone (the
-    /// thread is being torn down) or in use (a re-entrant call). A shared lock, but only on
-    /// these rare paths. `false` when too many are waiting already.
-    pub(crate) fn push_orphan(&self, record: Record) -> bool {
-        let mut orphans = self
-            .orphan_records
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if orphans.len() >= ORPHAN_RECORDS {
-            return false;
-        }
-        orphans.push(record);
-        true
-    }
-
-    /// The records kept by [`Buffers::push_orphan`] since the last call.
-    pub(crate) fn take_orphans(&self) -> Vec<Record> {
-        std::mem::take(
-            &mut *self
-                .orphan_records
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+    /// The backlog and the waiting for room under overload.
+    pub(crate) fn overload(&self) -> &Overload {
+        &self.overload
     }
 
     /// Runs `f` on this thread's ring for this layer, making it on first use; `None` when the
@@ -280,7 +261,7 @@ impl Buffers {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Records dropped so far because a ring was full.
+    /// Records dropped so far: the backlog was full, or a sink panicked on them.
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }

@@ -117,6 +117,7 @@ pub(crate) struct Config {
     pub(crate) flush_interval: Duration,
     pub(crate) buffer_capacity: usize,
     pub(crate) overload_wait: Duration,
+    pub(crate) overload_memory: usize,
     pub(crate) buckets: Vec<f64>,
     /// Live statistics for the HTTP endpoints, fed by the pump (set by the telemetry pipeline).
     pub(crate) live: Option<Arc<crate::live::LiveStats>>,
@@ -141,6 +142,7 @@ impl Default for Config {
             flush_interval: Duration::from_millis(200),
             buffer_capacity: 4096,
             overload_wait: Duration::from_millis(20),
+            overload_memory: 64 << 20,
             buckets: crate::names::DEFAULT_BUCKETS.to_vec(),
             live: None,
         }
@@ -353,23 +355,40 @@ impl Builder {
     }
 
     /// Measurements each recording thread can buffer before the background thread forwards
-    /// them (default 4096, 32 bytes each). When a buffer is full, the recording thread forwards
-    /// it itself (see [`Builder::with_overload_wait`]).
+    /// them (default 4096, 32 bytes each). A thread whose buffer is full waits for the
+    /// background thread to make room (see [`Builder::with_overload_wait`]); nothing is lost.
     pub fn with_buffer_capacity(mut self, capacity: usize) -> Result<Self, BuildError> {
         check_range("buffer_capacity", capacity as u128, 64, 1 << 24)?;
         self.config.buffer_capacity = capacity;
         Ok(self)
     }
 
-    /// How long a recording thread whose buffer is full may wait for another thread that is
-    /// already forwarding to free space (default 20 ms: long enough to ride out the forwarding
-    /// thread being descheduled for a time slice). A thread that finds nobody forwarding
-    /// forwards its buffer itself; only past this wait is a record dropped and counted in
-    /// `spanmetrics.dropped`. Zero: never wait, drop instead. This only happens when the
-    /// background thread is starved of CPU.
+    /// How long a recording thread whose buffer is full waits for a background thread that
+    /// makes *no progress* (default 20 ms). While the background thread forwards records, a
+    /// thread with a full buffer waits for room as long as that takes: overload slows the
+    /// threads that cause it and loses nothing. A background thread that forwards nothing for
+    /// this long is taken as stalled (descheduled for long, or stuck in a sink that blocks):
+    /// the thread stops waiting, and its records go to the overload backlog
+    /// ([`Builder::with_overload_memory`]) until the background thread moves again. Zero: never
+    /// wait, use the backlog at once.
+    ///
+    /// Before 0.2 this was the longest wait before a record was dropped; records are now
+    /// dropped only when the backlog is full.
     pub fn with_overload_wait(mut self, wait: Duration) -> Result<Self, BuildError> {
         check_range("overload_wait (ms)", wait.as_millis(), 0, 1_000)?;
         self.config.overload_wait = wait;
+        Ok(self)
+    }
+
+    /// Memory the layer may use for records that no thread's buffer could take while its
+    /// background thread was stalled, or that spans closing during their thread's teardown
+    /// leave (default 64 MiB, about 1.4 million records; at most 4 GiB). The backlog is
+    /// allocated only as it fills and is forwarded by the next drain. Only past this bound is a
+    /// record dropped: counted in `spanmetrics.dropped` ([`crate::SpanMetricsHandle::dropped`])
+    /// and logged to standard error once.
+    pub fn with_overload_memory(mut self, bytes: usize) -> Result<Self, BuildError> {
+        check_range("overload_memory (bytes)", bytes as u128, 0, 4 << 30)?;
+        self.config.overload_memory = bytes;
         Ok(self)
     }
 

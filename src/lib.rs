@@ -53,7 +53,7 @@
 //! | `command.active` | `command_active` | up-down counter / gauge, commands in flight | `command` |
 //! | `command.mark` (s) | `command_mark_seconds` | histogram, span start → an event with a `mark` field | `command`, `mark` |
 //! | `spanmetrics.overflow` | `spanmetrics_overflow_records_total` | counter, records folded by the cardinality cap | `metric` |
-//! | `spanmetrics.dropped` | `spanmetrics_dropped_records_total` | counter, records dropped because a buffer was full | |
+//! | `spanmetrics.dropped` | `spanmetrics_dropped_records_total` | counter, records dropped: the overload backlog was full, or a sink panicked on them | |
 //!
 //! Call counts and success rates come from the duration histogram's count. The names are in
 //! [`names`]. Busy time adds up the time the span was entered on each thread (re-entering a
@@ -115,12 +115,25 @@
 //! ([`Builder::with_flush_interval`]), sooner under load (it paces itself to find the busiest
 //! ring about a quarter full; a thread wakes it only if its ring gets half full), and records
 //! into the sinks through handles resolved once per series. An OpenTelemetry collection and
-//! [`SpanMetricsHandle::flush`] drain first, so exports are never stale. If a thread outruns
-//! the background thread and its ring (4096 records) fills, that thread forwards the buffered
-//! records itself, or waits up to 20 ms ([`Builder::with_overload_wait`]) for the thread already
-//! doing so: overload slows the threads that cause it rather than losing data. Only past that
-//! is a record dropped, and counted in `spanmetrics.dropped`. Span fields that are neither the
-//! command, a label nor an outcome field are never formatted.
+//! [`SpanMetricsHandle::flush`] drain first, so exports are never stale. Once `flush()`
+//! returns, every command span that closed before the call is in both sinks, whichever thread
+//! closed it (also one still tearing down its thread-locals).
+//!
+//! **Overload never loses a record.** If a thread outruns the background thread and its ring
+//! (4096 records) fills, that thread waits for the background thread to make room, for as
+//! long as it makes progress: overload slows the threads that cause it, as when the caller
+//! aggregates in place. Sinks are never called on the waiting thread. A background thread that
+//! forwards nothing for 20 ms ([`Builder::with_overload_wait`]) is taken as stalled (starved of
+//! CPU, or stuck in a sink that blocks): threads then stop waiting and leave their records in a
+//! shared backlog, allocated only as it fills and bounded at 64 MiB per layer
+//! ([`Builder::with_overload_memory`]), which the next drain forwards. Only past that bound is a
+//! record dropped: counted in `spanmetrics.dropped` and logged to standard error once. A sink
+//! that panics loses the record it panicked on (counted the same way), never other records. A
+//! sink that blocks blocks the background thread, and [`SpanMetricsHandle::flush`] and
+//! OpenTelemetry collections wait for it; recording threads wait at most the overload wait
+//! once, when it stalls.
+//!
+//! Span fields that are neither the command, a label nor an outcome field are never formatted.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 
@@ -135,6 +148,7 @@ mod fields;
 mod layer;
 mod live;
 pub mod names;
+mod overload;
 mod percent;
 mod registry;
 mod shared;

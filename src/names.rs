@@ -10,7 +10,8 @@ pub const OTEL_ACTIVE: &str = "command.active";
 pub const OTEL_MARK: &str = "command.mark";
 /// OpenTelemetry name of the counter of records folded into an overflow series.
 pub const OTEL_OVERFLOW: &str = "spanmetrics.overflow";
-/// OpenTelemetry name of the counter of records dropped because a buffer was full.
+/// OpenTelemetry name of the counter of records dropped (the overload backlog was full, or a
+/// sink panicked on them).
 pub const OTEL_DROPPED: &str = "spanmetrics.dropped";
 
 /// Prometheus name of [`OTEL_DURATION`].

@@ -3,7 +3,7 @@
 //! and the public handle.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, TryLockError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use crate::buffer::{Buffers, PushError, Record};
@@ -54,7 +54,7 @@ impl Shared {
         });
         Self {
             registry: Registry::new(config.max_series, config.max_marks),
-            buffers: Buffers::new(config.buffer_capacity),
+            buffers: Buffers::new(config.buffer_capacity, config.overload_memory),
             callsites: CallsiteTable::new(),
             spans: SpanTable::new(),
             pump: Mutex::new(Pump::new(recorder, instruments)),
@@ -100,58 +100,56 @@ impl Shared {
         match pushed {
             Ok(()) => {}
             Err(PushError::Full) => self.record_when_full(record),
-            // The thread is exiting and its ring is gone.
-            Err(PushError::Unavailable) => {
-                if !self.buffers.push_orphan(record) {
-                    self.buffers.count_dropped();
-                }
-            }
+            // The thread is exiting and its ring is gone, or this is a re-entrant call.
+            Err(PushError::Unavailable) => self.to_backlog(record),
         }
     }
 
-    /// This thread's ring is full: the background thread is starved of CPU. Rather than lose
-    /// the record, this thread forwards what is buffered itself when nobody else is at it, and
-    /// otherwise wakes the background thread and yields to it until the ring has room, for at
-    /// most the configured overload wait: overload slows the threads that cause it instead of
-    /// losing data. Past the wait, the record is dropped and counted.
+    /// This thread's ring is full: the background thread has fallen behind. The thread waits
+    /// for it to make room for as long as it makes progress (overload slows the threads that
+    /// cause it instead of losing data); only once it has made none for the overload wait does
+    /// the record go to the backlog instead ([`crate::overload`]).
     #[cold]
     #[inline(never)]
     fn record_when_full(&self, record: Record) {
-        let started = self.clock.raw();
-        let wait = self.config.overload_wait.as_nanos();
-        loop {
-            let pump = match self.pump.try_lock() {
-                Ok(pump) => Some(pump),
-                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-                Err(TryLockError::WouldBlock) => None,
-            };
-            match pump {
-                Some(mut pump) => {
-                    pump.drain(&self.context(), false);
-                }
-                None => {
-                    if let Some(waker) = self.buffers.waker() {
-                        waker.unpark();
-                    }
-                    std::thread::yield_now();
-                }
+        let Some(waker) = self.buffers.waker() else {
+            // No background thread could be started: this thread forwards for itself.
+            self.flush();
+            if self.buffers.try_push(record).is_err() {
+                self.to_backlog(record);
             }
-            match self.buffers.try_push(record) {
-                Ok(()) => return,
-                Err(PushError::Full) => {}
-                Err(PushError::Unavailable) => {
-                    if self.buffers.push_orphan(record) {
-                        return;
-                    }
-                    break;
-                }
-            }
-            let waited = self.clock.delta_as_nanos(started, self.clock.raw());
-            if u128::from(waited) >= wait {
-                break;
-            }
+            return;
+        };
+        if export::is_forwarding() {
+            // A sink recording a command span while this thread forwards: it cannot wait for
+            // itself.
+            return self.to_backlog(record);
         }
-        self.buffers.count_dropped();
+        let pushed =
+            self.buffers
+                .overload()
+                .wait_for_room(self.config.overload_wait, waker, || {
+                    self.buffers.try_push(record)
+                });
+        if pushed.is_err() {
+            self.to_backlog(record);
+        }
+    }
+
+    /// Queues a record no ring could take; past the backlog's memory bound it is dropped,
+    /// counted and (once) logged.
+    #[cold]
+    fn to_backlog(&self, record: Record) {
+        let overload = self.buffers.overload();
+        if overload.push_backlog(record) {
+            // Drained within one flush interval anyway; sooner helps a stalled thread's backlog.
+            if let Some(waker) = self.buffers.waker() {
+                waker.unpark();
+            }
+        } else {
+            self.buffers.count_dropped();
+            overload.log_drop_once();
+        }
     }
 }
 
@@ -244,7 +242,9 @@ impl SpanMetricsHandle {
         self.shared.flush();
     }
 
-    /// Number of measurements dropped so far because a thread's buffer was full.
+    /// Number of measurements dropped so far: 0 unless the background thread stalled long
+    /// enough for the overload backlog to fill ([`crate::Builder::with_overload_memory`]), or a
+    /// sink panicked while recording them.
     pub fn dropped(&self) -> u64 {
         self.shared.buffers.dropped()
     }

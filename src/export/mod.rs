@@ -240,12 +240,26 @@ impl Pump {
                     self.apply_caught(cx, record);
                 }
                 available -= take;
+                // The slots are free again: wake a producer waiting for them.
+                cx.buffers.overload().progressed();
             }
         }
         self.rings = self.retire(cx, rings);
-        for record in cx.buffers.take_orphans() {
-            self.apply_caught(cx, record);
+        // What is in the backlog now; records queued meanwhile wait for the next drain.
+        let overload = cx.buffers.overload();
+        let mut backlog = overload.backlog_len();
+        fullest = fullest.max(backlog);
+        while backlog > 0 {
+            for record in
+                std::iter::from_fn(|| overload.pop_backlog()).take(DRAIN_SLICE.min(backlog))
+            {
+                self.apply_caught(cx, record);
+            }
+            backlog = backlog.saturating_sub(DRAIN_SLICE);
+            overload.progressed();
         }
+        // A drain with nothing to forward is progress too: the background thread is alive.
+        overload.progressed();
         if !self.described && !self.commands.is_empty() {
             self.recorder.describe();
             self.dropped = self.recorder.counter(names::PROM_DROPPED, Vec::new());

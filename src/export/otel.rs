@@ -64,7 +64,7 @@ impl Instruments {
                 .build(),
             _dropped: meter
                 .u64_observable_counter(names::OTEL_DROPPED)
-                .with_description("Records dropped because a recording buffer was full.")
+                .with_description("Records dropped because the overload backlog was full or a sink panicked on them.")
                 .with_callback(move |observer| {
                     if let Some(count) = dropped() {
                         observer.observe(count, &[]);

@@ -54,7 +54,7 @@ impl RecorderHandles {
             (
                 names::PROM_DROPPED,
                 Unit::Count,
-                "Records dropped because a recording buffer was full.",
+                "Records dropped because the overload backlog was full or a sink panicked on them.",
             ),
         ];
         self.with(|r| {

@@ -1,0 +1,228 @@
+//! What a recording thread does with a record its own ring cannot take. While the background
+//! thread makes progress, the thread waits for it to free room (back-pressure on the thread
+//! that causes the overload; nothing is lost). When the background thread stalls (starved of
+//! CPU for longer than the overload wait, or stuck inside a sink), or the thread has no usable
+//! ring (it is being torn down), the record goes into a shared backlog, bounded in memory,
+//! which the next drain forwards. Only past that bound is a record dropped: counted, and
+//! logged once.
+
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::thread::Thread;
+use std::time::Duration;
+
+use crossbeam_queue::SegQueue;
+
+use crate::buffer::{PushError, Record};
+
+/// Memory a queued record takes in the backlog, counted generously: the record, the queue's
+/// per-slot state word and its share of the queue's block links.
+pub(crate) const BACKLOG_RECORD_BYTES: usize = std::mem::size_of::<Record>() + 16;
+
+/// Marks a progress count no drain has reached: the background thread was never found stalled.
+const NEVER: u64 = u64::MAX;
+
+/// The overload side of one layer's hand-off.
+#[derive(Debug)]
+pub(crate) struct Overload {
+    backlog: SegQueue<Record>,
+    /// Records in the backlog, reserved before they are pushed.
+    backlog_len: AtomicUsize,
+    backlog_limit: usize,
+    /// Bumped by every drain, and by every slice of records a drain forwards.
+    progress: AtomicU64,
+    /// The progress count at which the background thread was last found stalled.
+    stalled_at: AtomicU64,
+    /// Recording threads waiting for room in their ring.
+    waiting: AtomicUsize,
+    room: Mutex<()>,
+    room_made: Condvar,
+    drop_logged: AtomicBool,
+}
+
+impl Overload {
+    /// A backlog of at most `memory` bytes.
+    pub(crate) fn new(memory: usize) -> Self {
+        Self {
+            backlog: SegQueue::new(),
+            backlog_len: AtomicUsize::new(0),
+            backlog_limit: memory / BACKLOG_RECORD_BYTES,
+            progress: AtomicU64::new(0),
+            stalled_at: AtomicU64::new(NEVER),
+            waiting: AtomicUsize::new(0),
+            room: Mutex::new(()),
+            room_made: Condvar::new(),
+            drop_logged: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the background thread was found stalled and has not moved since.
+    fn stalled(&self) -> bool {
+        self.stalled_at.load(Ordering::Relaxed) == self.progress.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `push` finds room in this thread's ring, for as long as the background
+    /// thread (woken through `waker`) makes progress. Gives up with [`PushError::Full`] once it
+    /// has made none for `patience`, and at once while it is known to be stalled: the caller
+    /// then puts the record in the backlog.
+    pub(crate) fn wait_for_room(
+        &self,
+        patience: Duration,
+        waker: &Thread,
+        mut push: impl FnMut() -> Result<(), PushError>,
+    ) -> Result<(), PushError> {
+        if self.stalled() {
+            return Err(PushError::Full);
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut guard = self.room.lock().unwrap_or_else(PoisonError::into_inner);
+        let pushed = loop {
+            // Pairs with the fence in `progressed`: either this push sees the room a drain
+            // made, or that drain sees this thread waiting and wakes it.
+            fence(Ordering::SeqCst);
+            match push() {
+                Err(PushError::Full) => {}
+                done => break done,
+            }
+            let seen = self.progress.load(Ordering::SeqCst);
+            if self.stalled_at.load(Ordering::Relaxed) == seen {
+                break Err(PushError::Full);
+            }
+            waker.unpark();
+            let (woken, waited) = self
+                .room_made
+                .wait_timeout(guard, patience)
+                .unwrap_or_else(PoisonError::into_inner);
+            guard = woken;
+            if waited.timed_out() && self.progress.load(Ordering::SeqCst) == seen {
+                // No drain moved for the whole wait: stop waiting until one does.
+                self.stalled_at.store(seen, Ordering::Relaxed);
+            }
+        };
+        drop(guard);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        pushed
+    }
+
+    /// Called by a drain after it has forwarded a slice of records (and released their ring
+    /// slots), and when it ends: wakes the threads waiting for room.
+    pub(crate) fn progressed(&self) {
+        self.progress.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let _room = self.room.lock().unwrap_or_else(PoisonError::into_inner);
+            self.room_made.notify_all();
+        }
+    }
+
+    /// Queues a record for the next drain; `false` when the backlog is at its memory bound.
+    pub(crate) fn push_backlog(&self, record: Record) -> bool {
+        if self.backlog_len.fetch_add(1, Ordering::Relaxed) >= self.backlog_limit {
+            self.backlog_len.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        self.backlog.push(record);
+        true
+    }
+
+    /// Records in the backlog now.
+    pub(crate) fn backlog_len(&self) -> usize {
+        self.backlog_len.load(Ordering::Relaxed)
+    }
+
+    /// Takes a record from the backlog.
+    pub(crate) fn pop_backlog(&self) -> Option<Record> {
+        let record = self.backlog.pop()?;
+        self.backlog_len.fetch_sub(1, Ordering::Relaxed);
+        Some(record)
+    }
+
+    /// Logs, the first time only, that records are being dropped.
+    pub(crate) fn log_drop_once(&self) {
+        if !self.drop_logged.swap(true, Ordering::Relaxed) {
+            // Not through `tracing`: that would feed back into the layer.
+            eprintln!(
+                "spanmetrics: the overload backlog is full ({} records, {} MiB): records are \
+                 being dropped and counted in spanmetrics_dropped_records_total; the background \
+                 thread has been stalled (a sink blocking, or no CPU for it)",
+                self.backlog_limit,
+                (self.backlog_limit * BACKLOG_RECORD_BYTES) >> 20,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{Overload, BACKLOG_RECORD_BYTES};
+    use crate::buffer::{PushError, Record};
+
+    fn record(n: u64) -> Record {
+        Record::Finished {
+            entry: 0,
+            error: None,
+            duration_ns: n,
+            busy_ns: 0,
+        }
+    }
+
+    #[test]
+    fn the_backlog_holds_what_its_memory_bound_allows_and_no_more() {
+        let overload = Overload::new(10 * BACKLOG_RECORD_BYTES);
+        for n in 0..10 {
+            assert!(overload.push_backlog(record(n)), "record {n}");
+        }
+        assert!(!overload.push_backlog(record(10)), "past the bound");
+        assert_eq!(overload.backlog_len(), 10);
+        let drained: Vec<_> = std::iter::from_fn(|| overload.pop_backlog()).collect();
+        assert_eq!(drained, (0..10).map(record).collect::<Vec<_>>());
+        assert!(overload.push_backlog(record(11)), "room again once drained");
+    }
+
+    #[test]
+    fn a_waiting_thread_waits_while_drains_progress_and_gives_up_once_they_stop() {
+        let overload = Arc::new(Overload::new(0));
+        let waker = std::thread::current();
+        // A drain that makes room on its third progress step: the waiter must still be there.
+        let tries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let drains = {
+            let (overload, tries) = (Arc::clone(&overload), Arc::clone(&tries));
+            std::thread::spawn(move || {
+                for _ in 0..3 {
+                    // Wait until the waiter has looked, then move.
+                    while overload.waiting.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                        std::thread::yield_now();
+                    }
+                    tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    overload.progressed();
+                }
+            })
+        };
+        let pushed = overload.wait_for_room(Duration::from_secs(60), &waker, || {
+            if tries.load(std::sync::atomic::Ordering::SeqCst) >= 3 {
+                Ok(())
+            } else {
+                Err(PushError::Full)
+            }
+        });
+        drains.join().expect("the drain thread");
+        assert_eq!(pushed, Ok(()));
+        assert!(!overload.stalled());
+        // Nothing moves now: the waiter gives up after its patience, and later ones at once.
+        let gave_up =
+            overload.wait_for_room(Duration::from_millis(1), &waker, || Err(PushError::Full));
+        assert_eq!(gave_up, Err(PushError::Full));
+        assert!(overload.stalled());
+        let mut asked = 0;
+        let at_once = overload.wait_for_room(Duration::from_secs(3600), &waker, || {
+            asked += 1;
+            Err(PushError::Full)
+        });
+        assert_eq!((at_once, asked), (Err(PushError::Full), 0));
+        overload.progressed();
+        assert!(!overload.stalled(), "a drain ends the stall");
+    }
+}
