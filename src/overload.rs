@@ -6,7 +6,7 @@
 //! which the next drain forwards. Only past that bound is a record dropped: counted, and
 //! logged once.
 
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::thread::Thread;
 use std::time::Duration;
@@ -57,6 +57,7 @@ impl Overload {
     }
 
     /// Whether the background thread was found stalled and has not moved since.
+    #[cfg(test)]
     fn stalled(&self) -> bool {
         self.stalled_at.load(Ordering::Relaxed) == self.progress.load(Ordering::SeqCst)
     }
@@ -64,51 +65,56 @@ impl Overload {
     /// Waits until `push` finds room in this thread's ring, for as long as the background
     /// thread (woken through `waker`) makes progress. Gives up with [`PushError::Full`] once it
     /// has made none for `patience`, and at once while it is known to be stalled: the caller
-    /// then puts the record in the backlog.
+    /// then puts the record in the backlog. The lock it waits with is never held while `push`
+    /// runs, so a drain never waits for a descheduled recording thread for long.
     pub(crate) fn wait_for_room(
         &self,
         patience: Duration,
         waker: &Thread,
         mut push: impl FnMut() -> Result<(), PushError>,
     ) -> Result<(), PushError> {
-        if self.stalled() {
-            return Err(PushError::Full);
-        }
         self.waiting.fetch_add(1, Ordering::SeqCst);
-        let mut guard = self.room.lock().unwrap_or_else(PoisonError::into_inner);
         let pushed = loop {
-            // Pairs with the fence in `progressed`: either this push sees the room a drain
-            // made, or that drain sees this thread waiting and wakes it.
-            fence(Ordering::SeqCst);
+            // Read before trying: a drain that frees room after this read also moves it on.
+            let seen = self.progress.load(Ordering::SeqCst);
             match push() {
                 Err(PushError::Full) => {}
                 done => break done,
             }
-            let seen = self.progress.load(Ordering::SeqCst);
             if self.stalled_at.load(Ordering::Relaxed) == seen {
                 break Err(PushError::Full);
             }
             waker.unpark();
-            let (woken, waited) = self
+            let room = self.room.lock().unwrap_or_else(PoisonError::into_inner);
+            if self.progress.load(Ordering::SeqCst) != seen {
+                continue;
+            }
+            // A drain that moves on from here takes the lock to wake this thread, so it
+            // cannot slip in between this check and the wait.
+            let (room, waited) = self
                 .room_made
-                .wait_timeout(guard, patience)
+                .wait_timeout(room, patience)
                 .unwrap_or_else(PoisonError::into_inner);
-            guard = woken;
+            drop(room);
             if waited.timed_out() && self.progress.load(Ordering::SeqCst) == seen {
                 // No drain moved for the whole wait: stop waiting until one does.
                 self.stalled_at.store(seen, Ordering::Relaxed);
             }
         };
-        drop(guard);
         self.waiting.fetch_sub(1, Ordering::SeqCst);
         pushed
     }
 
-    /// Called by a drain after it has forwarded a slice of records (and released their ring
-    /// slots), and when it ends: wakes the threads waiting for room.
-    pub(crate) fn progressed(&self) {
+    /// Called by a drain after each slice of records it forwards (their ring slots released):
+    /// proof that the background thread is not stalled.
+    pub(crate) fn advanced(&self) {
         self.progress.fetch_add(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+    }
+
+    /// As [`Overload::advanced`], also waking the threads waiting for room: after a drain has
+    /// emptied a ring, and when it ends. (Not after every slice: a wake is a system call.)
+    pub(crate) fn progressed(&self) {
+        self.advanced();
         if self.waiting.load(Ordering::SeqCst) > 0 {
             let _room = self.room.lock().unwrap_or_else(PoisonError::into_inner);
             self.room_made.notify_all();
@@ -211,7 +217,7 @@ mod tests {
         drains.join().expect("the drain thread");
         assert_eq!(pushed, Ok(()));
         assert!(!overload.stalled());
-        // Nothing moves now: the waiter gives up after its patience, and later ones at once.
+        // Nothing moves now: the waiter gives up after its patience, later ones after one try.
         let gave_up =
             overload.wait_for_room(Duration::from_millis(1), &waker, || Err(PushError::Full));
         assert_eq!(gave_up, Err(PushError::Full));
@@ -221,7 +227,11 @@ mod tests {
             asked += 1;
             Err(PushError::Full)
         });
-        assert_eq!((at_once, asked), (Err(PushError::Full), 0));
+        assert_eq!(
+            (at_once, asked),
+            (Err(PushError::Full), 1),
+            "one try, no wait"
+        );
         overload.progressed();
         assert!(!overload.stalled(), "a drain ends the stall");
     }

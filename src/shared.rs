@@ -174,6 +174,7 @@ pub(crate) fn spawn_background(shared: &Arc<Shared>) {
                 while let Some(shared) = weak.upgrade() {
                     let drained = shared.drain_paced();
                     let mut sleep = pace.next(
+                        Instant::now(),
                         drained.fullest,
                         shared.config.buffer_capacity,
                         shared.config.flush_interval,
@@ -207,8 +208,14 @@ struct Pace {
 }
 
 impl Pace {
-    fn next(&mut self, fullest: usize, capacity: usize, interval: Duration) -> Duration {
-        let now = Instant::now();
+    /// The sleep after a drain at `now` that found the busiest ring holding `fullest`.
+    fn next(
+        &mut self,
+        now: Instant,
+        fullest: usize,
+        capacity: usize,
+        interval: Duration,
+    ) -> Duration {
         let since = self.last.replace(now).map(|last| now - last);
         let (Some(since), Ok(fullest)) = (since, u32::try_from(fullest)) else {
             return interval;
@@ -258,27 +265,37 @@ impl fmt::Debug for SpanMetricsHandle {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::{Pace, MIN_SLEEP};
 
     #[test]
     fn the_background_thread_sleeps_long_when_idle_and_short_under_load() {
         let interval = Duration::from_millis(200);
+        let ms = |n: u64| Duration::from_millis(n);
+        let start = Instant::now();
         let mut pace = Pace::default();
-        assert_eq!(pace.next(0, 4096, interval), interval, "first drain");
-        std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(pace.next(0, 4096, interval), interval, "nothing came in");
-        // 2048 records in about 2 ms: a quarter ring (1024) fills in about 1 ms.
-        std::thread::sleep(Duration::from_millis(2));
-        let busy = pace.next(2048, 4096, interval);
-        assert!(
-            busy >= MIN_SLEEP && busy < Duration::from_millis(20),
-            "under load: {busy:?}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
+        assert_eq!(pace.next(start, 0, 4096, interval), interval, "first drain");
         assert_eq!(
-            pace.next(1_000_000, 4096, interval),
+            pace.next(start + ms(2), 0, 4096, interval),
+            interval,
+            "nothing came in"
+        );
+        // 2048 records in 2 ms: a quarter ring (1024) fills in 1 ms.
+        let busy = pace.next(start + ms(4), 2048, 4096, interval);
+        assert!(
+            busy > Duration::from_micros(990) && busy <= ms(1),
+            "{busy:?}"
+        );
+        // A ring filling slowly: the sleep is capped at the interval.
+        assert_eq!(
+            pace.next(start + ms(4) + Duration::from_secs(60), 10, 4096, interval),
+            interval
+        );
+        let later = start + Duration::from_secs(61);
+        pace.next(later, 0, 4096, interval);
+        assert_eq!(
+            pace.next(later + ms(1), 1_000_000, 4096, interval),
             MIN_SLEEP,
             "never below the floor"
         );

@@ -268,6 +268,18 @@ fn alerts(server: SocketAddr) -> Option<Vec<Alert>> {
     )
 }
 
+/// The health Prometheus gives the target at `addr`: `unknown` until its first scrape.
+fn target_health(server: SocketAddr, addr: SocketAddr) -> Option<String> {
+    let data = api(server, "/api/v1/targets?state=active")?;
+    let needle = format!("//{addr}/");
+    data["activeTargets"]
+        .as_array()?
+        .iter()
+        .find(|t| t["scrapeUrl"].as_str().is_some_and(|u| u.contains(&needle)))?["health"]
+        .as_str()
+        .map(str::to_owned)
+}
+
 /// Rule groups from `/api/v1/rules`: name → (last evaluation, problems of its rules).
 fn rule_groups(server: SocketAddr) -> Option<BTreeMap<String, (String, Vec<String>)>> {
     let data = api(server, "/api/v1/rules")?;
@@ -430,6 +442,26 @@ impl Run {
             );
         }
 
+        // Prometheus first, scraping the bot's address before the bot runs: the bot's traffic
+        // lasts about 10 s, and a server that first scraped it after that (slow to start on a
+        // loaded machine) would see only final values, no increase for a rate or alert.
+        let mut command = Command::new(prometheus_bin);
+        command.args([
+            format!("--config.file={}", dir.0.join("prometheus.yml").display()),
+            format!("--storage.tsdb.path={}", dir.0.join("data").display()),
+            format!("--web.listen-address={api}"),
+        ]);
+        let prometheus = Process::spawn(command);
+        wait_for(
+            "Prometheus to load every rule group and to try the bot's target",
+            || last_lines(&prometheus.stderr(), 30),
+            || {
+                let groups = rule_groups(api)?;
+                let tried = target_health(api, bot_addr).is_some_and(|h| h != "unknown");
+                (groups.len() == group_count && tried).then_some(())
+            },
+        );
+
         let mut command = Command::new(bot_binary());
         for (key, _) in std::env::vars() {
             if key.starts_with("OTEL_") || key.starts_with("SPANMETRICS_") || key == "RUST_LOG" {
@@ -445,31 +477,14 @@ impl Run {
             .args(["--rate", &PER_SECOND.to_string()])
             .args(["--linger", &LINGER_SECONDS.to_string()]);
         let bot = Process::spawn(command);
-
-        let mut command = Command::new(prometheus_bin);
-        command.args([
-            format!("--config.file={}", dir.0.join("prometheus.yml").display()),
-            format!("--storage.tsdb.path={}", dir.0.join("data").display()),
-            format!("--web.listen-address={api}"),
-        ]);
-        let prometheus = Process::spawn(command);
-        let run = Self {
+        Some(Self {
             api,
             prometheus,
             bot,
             for_durations,
             group_count,
             _dir: dir,
-        };
-        wait_for(
-            "Prometheus to be ready with every rule group loaded",
-            || run.logs(),
-            || {
-                let groups = rule_groups(api)?;
-                (groups.len() == run.group_count).then_some(())
-            },
-        );
-        Some(run)
+        })
     }
 
     fn logs(&self) -> String {
@@ -569,7 +584,9 @@ fn last_lines(text: &str, n: usize) -> String {
 
 /// Every PromQL expression of the dashboard (panel targets, and the selectors of the
 /// `label_values()` variables), with variables substituted as `scripts/check_dashboard.py`
-/// does: `.*` for `$service`, `$instance`, `$command`, and `1m` for `$__rate_interval`.
+/// does: `.*` for `$service`, `$instance`, `$command`; but `5m` (not `1m`) for
+/// `$__rate_interval`, so that the traffic is still in the window however long the waits
+/// before the queries took on a loaded machine.
 fn dashboard_queries() -> Vec<(String, String)> {
     let path = collector_config().join("grafana/dashboards/spanmetrics.json");
     let text = std::fs::read_to_string(&path).expect("the dashboard JSON");
@@ -582,8 +599,8 @@ fn dashboard_queries() -> Vec<(String, String)> {
                 .replace(&format!("${var}"), ".*");
         }
         let expr = expr
-            .replace("$__rate_interval", "1m")
-            .replace("${__rate_interval}", "1m");
+            .replace("$__rate_interval", "5m")
+            .replace("${__rate_interval}", "5m");
         assert!(!expr.contains('$'), "unsubstituted variable in {expr}");
         expr.split_whitespace().collect::<Vec<_>>().join(" ")
     };
@@ -666,7 +683,7 @@ fn failing_commands_fire_the_error_rate_alerts_and_fill_every_dashboard_query() 
 
     run.wait_for_counts(&summary);
 
-    // The dashboard, while the last minute still has traffic in it.
+    // The dashboard, while its 5-minute windows still have the traffic in them.
     let mut problems = Vec::new();
     for (title, expr) in dashboard_queries() {
         match query(run.api, &expr) {

@@ -90,6 +90,7 @@ fn repeated_snapshots_are_cumulative_and_never_double_count() {
     assert_eq!(fx.snapshot().counts(OTEL_DURATION), first);
     let second = fx.run(|| workload(50..120));
     assert_eq!(fx.snapshot().counts(OTEL_DURATION), merged(&first, &second));
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -100,6 +101,7 @@ fn an_opentelemetry_collection_sees_every_record_without_a_flush() {
     let otel = fx.collect_otel();
     assert_eq!(otel.counts(OTEL_DURATION), want);
     assert_eq!(otel.counts(OTEL_BUSY), want);
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -107,10 +109,11 @@ fn the_background_thread_forwards_to_prometheus_on_its_own() {
     let fx = Fixture::with(|b| b.with_flush_interval(Duration::from_millis(10)).unwrap());
     let want = fx.run(|| workload(0..40));
     // No flush and no collection: poll the rendered page until the counts arrive.
-    poll_until(Duration::from_secs(20), "the background flush", || {
+    poll_until(Duration::from_secs(60), "the background flush", || {
         let counts = fx.render_prometheus().counts(OTEL_DURATION);
         (counts == want).then_some(())
     });
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -136,6 +139,7 @@ fn records_from_many_threads_all_arrive_in_both_sinks() {
     let snap = fx.snapshot();
     assert_eq!(snap.counts(OTEL_DURATION), want);
     assert_eq!(snap.counts(OTEL_BUSY), want);
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -146,6 +150,7 @@ fn without_recorder_only_opentelemetry_is_fed() {
     assert_eq!(snap.otel.counts(OTEL_DURATION), want);
     assert!(snap.prom.histograms.is_empty(), "{:?}", snap.prom);
     assert!(snap.prom.values.is_empty(), "{:?}", snap.prom);
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -161,6 +166,7 @@ fn without_meter_only_prometheus_is_fed() {
         COMMANDS.len(),
         "the gauge is still kept for Prometheus"
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -171,6 +177,8 @@ fn two_layers_in_two_subscribers_keep_their_counts_apart() {
     let want_b = b.run(|| workload(100..133));
     assert_eq!(a.snapshot().counts(OTEL_DURATION), want_a);
     assert_eq!(b.snapshot().counts(OTEL_DURATION), want_b);
+    assert_eq!(a.handle.dropped(), 0);
+    assert_eq!(b.handle.dropped(), 0);
 }
 
 #[test]

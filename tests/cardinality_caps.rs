@@ -46,6 +46,7 @@ fn only_allow_listed_fields_become_labels() {
         );
     }
     assert!(!snap.prom_text.contains("roll 2d6 please"));
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -60,6 +61,7 @@ fn no_field_becomes_a_label_by_default() {
         [(ok("roll"), 1)].into_iter().collect()
     );
     assert!(!snap.prom_text.contains("discord"));
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -94,6 +96,7 @@ fn labels_recorded_later_apply_and_missing_labels_are_left_out() {
         .into_iter()
         .collect()
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -114,6 +117,7 @@ fn labels_are_not_put_on_the_active_gauge_or_marks() {
         snap.counts(OTEL_MARK),
         [(mark("chat", "first_token"), 1)].into_iter().collect()
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -135,6 +139,7 @@ fn a_dotted_label_is_spelled_with_underscores_in_prometheus() {
             .into_iter()
             .collect()
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -163,6 +168,7 @@ fn series_beyond_the_cap_fold_into_the_overflow_series_and_are_counted() {
     assert!(snap.prom_text.contains(&format!(
         "spanmetrics_overflow_records_total{{metric=\"command_duration_seconds\"}} {folded}"
     )));
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -213,6 +219,7 @@ fn outcomes_count_towards_the_cap_and_the_total_is_conserved() {
         snap.counts(OTEL_DURATION).values().sum::<u64>(),
         calls.len() as u64
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -234,6 +241,7 @@ fn mark_series_beyond_the_cap_fold_too() {
     );
     assert_eq!(snap.folded(OTEL_MARK), 2);
     assert_eq!(snap.folded(OTEL_DURATION), 0);
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -260,6 +268,7 @@ fn commands_beyond_the_cap_are_in_flight_under_the_overflow_series() {
     assert!(snap.active().values().all(|v| *v == 0.0));
     assert_eq!(snap.counts(OTEL_DURATION).values().sum::<u64>(), 4);
     assert_eq!(snap.folded(OTEL_DURATION), 2);
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -303,4 +312,5 @@ fn values_recorded_late_use_the_cap_only_for_the_series_they_end_in() {
         .collect()
     );
     assert_eq!(snap.folded(OTEL_DURATION), 0);
+    assert_eq!(fx.handle.dropped(), 0);
 }

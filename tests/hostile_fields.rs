@@ -400,6 +400,7 @@ fn a_megabyte_of_debug_text_in_an_error_field_costs_no_more_than_its_prefix() {
     assert!(counts
         .keys()
         .all(|l| l[names::ATTR_COMMAND].len() <= VALUE_CAP));
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -418,6 +419,7 @@ fn duplicate_and_empty_field_names_are_harmless() {
     });
     let counts = fx.snapshot().counts(OTEL_DURATION);
     assert_eq!(counts.values().sum::<u64>(), 1, "{counts:?}");
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -438,4 +440,5 @@ fn a_long_debug_formatted_value_is_cut_like_a_short_one_without_its_quotes() {
         commands,
         vec![("short", "matrix"), (cut_long.as_str(), cut_long.as_str())]
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }

@@ -86,9 +86,7 @@ fn closed_by_server(stream: &mut TcpStream) -> bool {
 /// of `body_bytes` sent after it (write errors ignored: the server may stop reading).
 fn raw_status(addr: SocketAddr, head: &[u8], body_bytes: usize) -> u16 {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
     stream
         .set_write_timeout(Some(Duration::from_secs(2)))
         .unwrap();
@@ -238,9 +236,7 @@ fn many_stream_clients_are_capped_and_their_slots_come_back() {
             "GET /api/stream?interval_ms=100 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
         )
         .unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
         let mut buf = [0u8; 12];
         stream.read_exact(&mut buf).expect("a status line");
         match &buf[9..12] {
@@ -264,9 +260,7 @@ fn many_stream_clients_are_capped_and_their_slots_come_back() {
     // The slots are free again.
     let mut stream = TcpStream::connect(addr).unwrap();
     write!(stream, "GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut buf = [0u8; 12];
     stream.read_exact(&mut buf).unwrap();
     assert_eq!(&buf[9..12], b"200");

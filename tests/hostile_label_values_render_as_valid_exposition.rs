@@ -150,6 +150,7 @@ fn check(values: &[Hostile]) -> String {
         expected_marks(values, str::to_owned),
         "OpenTelemetry mark series"
     );
+    assert_eq!(fixture.handle.dropped(), 0);
     text
 }
 

@@ -86,14 +86,15 @@ fn commands_endpoint_counts_a_known_workload_exactly_in_every_window() {
         assert!(s["percentile_resolution"].as_str().unwrap().contains("9%"));
     }
 
-    // One slow call: the top percentile and the maximum move to it, the median does not.
+    // One slow call: the top percentile and the maximum move to it, the median does not (it
+    // stays below the slow call; no bound on how fast the others ran is assumed).
     run(&mut driver, "roll:slow:1", 1);
     let s = get(addr, "/api/commands?window=1m").json();
     let roll = command(&s, "roll");
     assert_eq!(roll["calls"], 12);
     assert!(f(&roll["max_s"]) >= 0.15, "{roll}");
     assert!(f(&roll["p99_s"]) >= 0.15 * 0.9, "{roll}");
-    assert!(f(&roll["p50_s"]) < 0.15 * 0.9, "{roll}");
+    assert!(f(&roll["p50_s"]) < f(&roll["max_s"]), "{roll}");
     assert_eq!(s["totals"]["calls"], 20);
 }
 
@@ -141,12 +142,21 @@ fn recent_endpoint_lists_the_last_failures_and_the_slow_commands() {
     expected.extend(vec![("roll".to_owned(), "Timeout".to_owned()); 2]);
     assert_eq!(seen, expected);
 
+    // The 150 ms call is listed, and whatever is listed took at least the 100 ms threshold (a
+    // loaded machine may make another call that slow too, so the list is not assumed to hold
+    // only the one).
     let slow = get(addr, "/api/commands/recent?outcome=slow").json();
     let items = slow["items"].as_array().unwrap();
-    assert_eq!(items.len(), 1, "only the 150 ms call is slow: {slow}");
-    assert_eq!(items[0]["command"], "roll");
-    assert!(items[0]["error_type"].is_null());
-    assert!(f(&items[0]["duration_s"]) >= 0.15);
+    assert!(
+        items.iter().any(|i| i["command"] == "roll"
+            && i["error_type"].is_null()
+            && f(&i["duration_s"]) >= 0.15),
+        "the 150 ms call is slow: {slow}"
+    );
+    assert!(
+        items.iter().all(|i| f(&i["duration_s"]) >= 0.1),
+        "only calls above the threshold: {slow}"
+    );
 }
 
 #[test]
@@ -281,8 +291,19 @@ fn p95_objective_from_the_environment_degrades_health_when_commands_are_slow() {
     ]);
     run(&mut driver, "roll:ok:3", 0);
     let h = get(addr, "/health").json();
-    assert_eq!(h["checks"]["p95_latency"]["status"], "pass", "{h}");
-    assert_eq!(h["checks"]["p95_latency"]["threshold"], 0.05);
+    // Fast calls, but how fast depends on the machine: the status must follow the value.
+    let check = &h["checks"]["p95_latency"];
+    let value = f(&check["value"]);
+    let want = if value > 5.0 {
+        "fail"
+    } else if value > 0.05 {
+        "warn"
+    } else {
+        "pass"
+    };
+    assert_eq!(check["status"], want, "{h}");
+    let threshold = if want == "fail" { 5.0 } else { 0.05 };
+    assert_eq!(check["threshold"], threshold, "{h}");
 
     run(&mut driver, "roll:slow:3", 1);
     let reply = get(addr, "/health");

@@ -33,7 +33,8 @@ fn many_commands_fold_into_other_and_recent_failures_stay_capped() {
             spanmetrics::HealthObjectives::default()
                 .with_success_rate(0.2, 0.1)
                 .with_max_in_flight(0, 10)
-                .with_command_p95("cmd-000", Duration::from_secs(5), Duration::from_secs(10)),
+                // Far above any stall of a loaded machine: the check is to pass whatever its speed.
+                .with_command_p95("cmd-000", Duration::from_secs(60), Duration::from_secs(120)),
         )
         .install()
         .expect("install");
@@ -74,6 +75,7 @@ fn many_commands_fold_into_other_and_recent_failures_stay_capped() {
     assert_eq!(s["totals"]["calls"], 800);
     assert_eq!(s["totals"]["errors"], 400);
     assert_eq!(s["totals"]["since_start"]["calls"], 800);
+    assert_eq!(guard.spanmetrics().dropped(), 0);
 
     let recent = get(addr, "/api/commands/recent?outcome=error&limit=100").json();
     let items = recent["items"].as_array().unwrap();

@@ -48,6 +48,7 @@ fn mark_events_record_time_to_mark_per_command_and_mark() {
     assert!(first <= done, "first_token {first} > done {done}");
     assert!(done <= durations[&ok("chat")], "mark beyond duration");
     assert!(marks[&mark("roll", "first_token")] <= durations[&ok("roll")]);
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -82,6 +83,7 @@ fn marks_inside_plain_child_spans_belong_to_the_command_and_marks_outside_are_ig
         snap.counts(OTEL_MARK),
         [(mark("chat", "first_token"), 1)].into_iter().collect()
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -100,6 +102,7 @@ fn marks_of_nested_commands_go_to_the_nearest_command() {
             .into_iter()
             .collect()
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -122,6 +125,7 @@ fn distinct_marks_beyond_the_cap_become_other() {
         .into_iter()
         .collect()
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -144,6 +148,7 @@ fn busy_time_of_an_async_style_span_excludes_the_idle_gap() {
         duration - busy >= gap.as_secs_f64() * CLOCK_SLACK,
         "the idle gap of {gap:?} is missing from duration {duration} - busy {busy}"
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -199,4 +204,5 @@ fn busy_time_can_be_turned_off() {
         [(ok("lean"), 1)].into_iter().collect()
     );
     assert!(snap.counts(OTEL_BUSY).is_empty());
+    assert_eq!(fx.handle.dropped(), 0);
 }

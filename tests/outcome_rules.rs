@@ -70,6 +70,7 @@ fn error_event_marks_command_failed_and_other_levels_do_not() {
     ]);
     assert_eq!(snap.counts(OTEL_DURATION), want);
     assert_eq!(snap.counts(OTEL_BUSY), want);
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -94,6 +95,7 @@ fn instrument_err_debug_gives_the_leading_identifier_of_the_debug_text() {
             (failed("roll", "NotFound"), 1),
         ])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -111,6 +113,7 @@ fn instrument_err_with_prose_display_gives_the_default_error_type() {
             (failed("roll", names::DEFAULT_ERROR_TYPE), 2)
         ])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 /// A handler whose error is a plain message.
@@ -133,6 +136,7 @@ fn instrument_err_debug_of_a_string_error_uses_its_text() {
             (failed("lookup", names::DEFAULT_ERROR_TYPE), 1)
         ])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -151,6 +155,7 @@ fn error_field_recorded_as_dyn_error_gives_its_debug_identifier() {
         fx.snapshot().counts(OTEL_DURATION),
         expect(&[(failed("fetch", "Timeout"), 1)])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -181,6 +186,7 @@ fn status_code_error_in_any_case_marks_command_failed() {
             )
         ])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -200,6 +206,7 @@ fn outcome_field_error_marks_command_failed_at_creation_or_later() {
             (failed("pay", names::DEFAULT_ERROR_TYPE), 2)
         ])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -228,6 +235,7 @@ fn outcome_ok_recorded_after_an_error_wins() {
         fx.snapshot().counts(OTEL_DURATION),
         expect(&[(ok("retry"), 3), (failed("retry", "Late"), 1)])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -252,6 +260,7 @@ fn panic_inside_a_command_gives_error_type_panic() {
             (failed("explode", names::PANIC_ERROR_TYPE), 2)
         ])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -279,6 +288,7 @@ fn error_type_field_on_the_span_wins_over_the_event() {
         fx.snapshot().counts(OTEL_DURATION),
         expect(&[(ok("q"), 1), (failed("q", "Quota"), 3)])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -297,6 +307,7 @@ fn error_type_field_on_the_event_wins_over_the_error_text() {
         fx.snapshot().counts(OTEL_DURATION),
         expect(&[(failed("limit", "RateLimited"), 2)])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -313,6 +324,7 @@ fn error_event_in_a_plain_child_span_fails_the_enclosing_command() {
         fx.snapshot().counts(OTEL_DURATION),
         expect(&[(failed("outer", "Timeout"), 1)])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -328,6 +340,7 @@ fn error_event_outside_any_command_changes_nothing() {
         fx.snapshot().counts(OTEL_DURATION),
         expect(&[(ok("calm"), 1)])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -359,6 +372,7 @@ fn more_than_32_error_types_per_command_become_other() {
     want.insert(failed("many", names::OTHER), distinct - cap + 1);
     want.insert(failed("other", "E39"), 1);
     assert_eq!(fx.snapshot().counts(OTEL_DURATION), want);
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -378,6 +392,7 @@ fn the_error_type_cap_is_configurable() {
             (failed("capped", names::OTHER), 2),
         ])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 /// A `metrics` recorder that logs an error whenever a histogram is registered, as a sink with
@@ -444,4 +459,5 @@ fn an_error_a_sink_logs_while_forwarding_does_not_fail_the_command_around_it() {
     assert_eq!(counts.get(&ok("outer")), Some(&1), "{counts:?}");
     assert_eq!(counts.get(&ok("inner")), Some(&1), "{counts:?}");
     assert_eq!(counts.len(), 2, "{counts:?}");
+    assert_eq!(fx.handle.dropped(), 0);
 }

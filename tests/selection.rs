@@ -26,6 +26,7 @@ fn by_default_only_spans_with_a_command_field_are_commands() {
         tracing::info!(command = "not_a_span");
     });
     assert_eq!(fx.snapshot().counts(OTEL_DURATION), counts(&[("roll", 1)]));
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -48,6 +49,7 @@ fn the_command_name_is_the_field_value_else_the_span_name() {
             ("never_named", 1)
         ])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -66,6 +68,7 @@ fn a_command_recorded_later_names_the_command() {
         fx.snapshot().counts(OTEL_DURATION),
         counts(&[("roll", 2), ("help", 1), ("second", 1)])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -81,6 +84,7 @@ fn a_custom_command_field_replaces_the_default_one() {
         fx.snapshot().counts(OTEL_DURATION),
         counts(&[("roll", 1), ("help", 1)])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -97,6 +101,7 @@ fn spans_with_a_selected_name_are_commands_named_after_the_span() {
         fx.snapshot().counts(OTEL_DURATION),
         counts(&[("handle_message", 2), ("roll", 1)])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -115,6 +120,7 @@ fn spans_below_a_target_prefix_are_commands() {
         fx.snapshot().counts(OTEL_DURATION),
         counts(&[("top", 1), ("roll", 1), ("dice", 1)])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -148,6 +154,7 @@ fn a_predicate_selects_commands_and_runs_once_per_callsite() {
         (1..=2).contains(&calls),
         "{calls} predicate calls for one callsite used 50 times"
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -175,6 +182,7 @@ fn the_selection_rules_add_up() {
             ("by_field", 1)
         ])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -255,6 +263,11 @@ fn the_builder_rejects_bad_settings_when_they_are_made() {
         Err(BuildError::OutOfRange { .. })
     ));
     assert!(b().with_overload_wait(std::time::Duration::ZERO).is_ok());
+    assert!(matches!(
+        b().with_overload_memory(5 << 30),
+        Err(BuildError::OutOfRange { .. })
+    ));
+    assert!(b().with_overload_memory(0).is_ok());
     assert!(b().with_buckets(&[]).is_err());
     assert!(b().with_buckets(&[1.0, 0.5]).is_err());
     assert!(b().with_buckets(&[0.1, f64::NAN]).is_err());
@@ -270,6 +283,7 @@ fn an_empty_command_value_falls_back_to_the_span_name() {
     let counts = fx.snapshot().counts(OTEL_DURATION);
     assert_eq!(counts.get(&ok("greet")), Some(&1), "{counts:?}");
     assert_eq!(counts.len(), 1, "no series for an empty name: {counts:?}");
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 /// `command_duration_seconds_count` per (command, outcome) in a Prometheus page.
@@ -339,4 +353,6 @@ fn two_layers_on_one_subscriber_each_count_every_command() {
     .collect();
     assert_eq!(prometheus_counts(&first_page.render()), want);
     assert_eq!(prometheus_counts(&second_page.render()), want);
+    assert_eq!(first.dropped(), 0);
+    assert_eq!(second.dropped(), 0);
 }

@@ -43,6 +43,7 @@ fn commands_in_flight_are_counted_while_open_and_back_to_zero_after_close() {
         snap.counts(OTEL_DURATION),
         [(ok("chat"), 3), (ok("roll"), 1)].into_iter().collect()
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -70,6 +71,7 @@ fn a_never_closed_span_keeps_one_in_flight_for_its_command_only() {
             .into_iter()
             .collect()
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -101,6 +103,7 @@ fn a_span_entered_on_many_threads_counts_once() {
     let duration = snap.sums(OTEL_DURATION)[&ok("shared")];
     assert!(busy <= duration, "busy {busy} > duration {duration}");
     assert_eq!(snap.active(), active(&[("shared", 0.0)]));
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -120,6 +123,7 @@ fn a_span_reentered_many_times_counts_once() {
     let want: BTreeMap<_, _> = [(failed("poll", "Midway"), 1)].into_iter().collect();
     assert_eq!(snap.counts(OTEL_DURATION), want);
     assert_eq!(snap.counts(OTEL_BUSY), want);
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -154,6 +158,7 @@ fn spans_closed_on_another_thread_count_once_each() {
         .collect()
     );
     assert_eq!(snap.active(), active(&[("handoff", 0.0)]));
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -186,6 +191,7 @@ fn nested_command_spans_each_count_once() {
         .collect()
     );
     assert_eq!(snap.active(), active(&[("session", 0.0), ("roll", 0.0)]));
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -205,6 +211,7 @@ fn a_command_renamed_with_record_moves_its_in_flight_count() {
         snap.counts(OTEL_DURATION),
         [(ok("roll"), 1)].into_iter().collect()
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 /// A future that returns `Pending` `n` times before finishing, waking itself each time.
@@ -272,6 +279,7 @@ fn instrumented_futures_on_a_multi_thread_runtime_count_exactly() {
             .collect()
     );
     assert_eq!(snap.active(), active(&[("fetch", 0.0)]));
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -287,6 +295,7 @@ fn a_future_polled_by_hand_is_one_command_however_often_it_is_polled() {
         fx.snapshot().counts(OTEL_BUSY),
         [(ok("manual"), 1)].into_iter().collect()
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 /// Splits `items` into `parts` vectors of about equal length.
@@ -368,6 +377,7 @@ fn more_command_spans_in_flight_than_the_fast_table_holds_count_exactly() {
         snap.active(),
         active(&[("crowd", 0.0), ("crowd_slow", 0.0), ("after", 0.0)])
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }
 
 #[test]
@@ -378,7 +388,6 @@ fn a_span_closed_while_its_thread_is_torn_down_still_counts() {
     }
     let fx = Fixture::new();
     std::thread::scope(|s| {
-        // Joined by hand: a scope's own join does not wait for thread-local destructors.
         let thread = s.spawn(|| {
             // Thread-locals are torn down in the reverse order of their first use: touching this
             // one before the layer's makes the held spans close after the layer's are gone.
@@ -396,6 +405,14 @@ fn a_span_closed_while_its_thread_is_torn_down_still_counts() {
         });
         thread.join().expect("the thread ran");
     });
+    // The held spans close in the thread's thread-local destructors, which neither the end of
+    // the scope nor `join` is taken to have finished: poll (each snapshot flushes) until both
+    // are closed, then check everything exactly.
+    common::poll_until(
+        std::time::Duration::from_secs(30),
+        "the spans held by the thread's thread-locals to close",
+        || (fx.snapshot().active().get("teardown") == Some(&0.0)).then_some(()),
+    );
     let snap = fx.snapshot();
     assert_eq!(
         snap.counts(OTEL_DURATION),
@@ -431,8 +448,10 @@ fn after_a_burst_the_background_thread_alone_forwards_everything_and_settles_the
         }
     });
     // No flush: what the Prometheus recorder holds is what the background thread forwarded.
+    // The deadline stays below the 60 s flush interval, so the periodic flush cannot be what
+    // forwards the rest.
     common::poll_until(
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(30),
         "every call forwarded and nothing in flight",
         || {
             let view = fx.render_prometheus();
@@ -447,4 +466,5 @@ fn after_a_burst_the_background_thread_alone_forwards_everything_and_settles_the
             (count == Some(2 * per_thread) && in_flight == Some(0.0)).then_some(())
         },
     );
+    assert_eq!(fx.handle.dropped(), 0);
 }

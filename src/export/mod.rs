@@ -230,6 +230,7 @@ impl Pump {
             let consumer = &mut ring.records;
             // In slices, so a producer waiting on a full ring gets room early.
             let mut available = consumer.slots();
+            let ring_had_records = available > 0;
             fullest = fullest.max(available);
             while available > 0 {
                 let take = available.min(DRAIN_SLICE);
@@ -240,7 +241,10 @@ impl Pump {
                     self.apply_caught(cx, record);
                 }
                 available -= take;
-                // The slots are free again: wake a producer waiting for them.
+                cx.buffers.overload().advanced();
+            }
+            if ring_had_records {
+                // The ring has room again: wake its producer if it is waiting for it.
                 cx.buffers.overload().progressed();
             }
         }
@@ -256,7 +260,7 @@ impl Pump {
                 self.apply_caught(cx, record);
             }
             backlog = backlog.saturating_sub(DRAIN_SLICE);
-            overload.progressed();
+            overload.advanced();
         }
         // A drain with nothing to forward is progress too: the background thread is alive.
         overload.progressed();

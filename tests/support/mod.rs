@@ -144,9 +144,10 @@ impl Process {
             self.child.try_wait().ok().flatten()
         });
         // Its pipes are closed now, so the readers reach the end of what it wrote, unless a
-        // process it started (a browser's helper) still holds them: then go on after a grace
-        // period with what was read.
-        let grace = Instant::now() + Duration::from_secs(2);
+        // process it started (a browser's helper) still holds them: then go on after the
+        // deadline with what was read. (A short grace period could end before a reader on a
+        // loaded machine got to the last lines.)
+        let grace = Instant::now() + DEADLINE;
         while !self.readers.iter().all(|r| r.is_finished()) && Instant::now() < grace {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -470,9 +471,7 @@ pub fn sum(
 /// A plain HTTP/1.1 GET; returns the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
+    stream.set_read_timeout(Some(DEADLINE)).ok()?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
