@@ -11,25 +11,8 @@ use std::thread::Thread;
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use crate::overload::Overload;
-
-/// One measurement, as the hot path hands it over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Record {
-    /// A command span closed. `error` is `None` on success, else the error type id.
-    Finished {
-        entry: u32,
-        error: Option<u16>,
-        duration_ns: u64,
-        busy_ns: u64,
-    },
-    /// An event with a `mark` field happened inside a command span.
-    Marked {
-        command: u32,
-        mark: u16,
-        elapsed_ns: u64,
-    },
-}
+use crate::overload::{Overload, Waiter};
+use crate::record::{PushError, Record};
 
 /// Commands in flight, counted per command id by one thread: started minus finished there. A
 /// span finished on another thread counts there, so one thread's count can be negative; the
@@ -86,6 +69,8 @@ impl ActiveCounts {
 pub(crate) struct Ring {
     pub(crate) records: Consumer<Record>,
     pub(crate) active: Arc<ActiveCounts>,
+    /// The owning thread, woken when a drain frees room it waits for.
+    pub(crate) waiter: Arc<Waiter>,
 }
 
 /// The consumer side, shared by a layer and its background thread.
@@ -107,17 +92,9 @@ struct LocalRing {
     layer: u64,
     producer: Producer<Record>,
     active: Arc<ActiveCounts>,
+    waiter: Arc<Waiter>,
     /// Records pushed since the fill level was last looked at.
     since_check: usize,
-}
-
-/// Why a record could not be handed over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PushError {
-    /// This thread's ring is full: the background thread has fallen behind.
-    Full,
-    /// The thread is being torn down, or is re-entering from inside a push.
-    Unavailable,
 }
 
 thread_local! {
@@ -207,6 +184,11 @@ impl Buffers {
         &self.orphans
     }
 
+    /// This thread's waiter on its ring for this layer; `None` where it has no usable ring.
+    pub(crate) fn waiter(&self) -> Option<Arc<Waiter>> {
+        self.with_ring(|ring| Arc::clone(&ring.waiter))
+    }
+
     /// The backlog and the waiting for room under overload.
     pub(crate) fn overload(&self) -> &Overload {
         &self.overload
@@ -239,17 +221,20 @@ impl Buffers {
         rings.retain(|r| !r.producer.is_abandoned());
         let (producer, records) = RingBuffer::new(self.capacity);
         let active = Arc::new(ActiveCounts::default());
+        let waiter = Arc::new(Waiter::current());
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Ring {
                 records,
                 active: Arc::clone(&active),
+                waiter: Arc::clone(&waiter),
             });
         rings.push(LocalRing {
             layer: self.id,
             producer,
             active,
+            waiter,
             since_check: 0,
         });
         let last = rings.len() - 1;

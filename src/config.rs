@@ -382,7 +382,7 @@ impl Builder {
 
     /// Memory the layer may use for records that no thread's buffer could take while its
     /// background thread was stalled, or that spans closing during their thread's teardown
-    /// leave (default 64 MiB, about 1.4 million records; at most 4 GiB). The backlog is
+    /// leave (default 64 MiB, about 1.6 million records; at most 4 GiB). The backlog is
     /// allocated only as it fills and is forwarded by the next drain. Only past this bound is a
     /// record dropped: counted in `spanmetrics.dropped` ([`crate::SpanMetricsHandle::dropped`])
     /// and logged to standard error once.

@@ -11,7 +11,6 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::buffer::Record;
 use crate::callsite::{Callsite, SpanSite};
 use crate::config::Config;
 use crate::entered;
@@ -19,6 +18,7 @@ use crate::error_type::leading_identifier;
 use crate::export;
 use crate::fields::{Collected, Collector, OutcomeField, MAX_LABELS};
 use crate::names;
+use crate::record::Record;
 use crate::shared::{spawn_background, Shared, SpanMetricsHandle};
 use crate::spans::{Closed, ErrorSource, Series, SpanState, NO_SLOT};
 

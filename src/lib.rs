@@ -150,6 +150,7 @@ mod live;
 pub mod names;
 mod overload;
 mod percent;
+mod record;
 mod registry;
 mod shared;
 mod spans;

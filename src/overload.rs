@@ -7,13 +7,12 @@
 //! logged once.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
 
-use crate::buffer::{PushError, Record};
+use crate::record::{PushError, Record};
 
 /// Memory a queued record takes in the backlog, counted generously: the record, the queue's
 /// per-slot state word and its share of the queue's block links.
@@ -21,6 +20,23 @@ pub(crate) const BACKLOG_RECORD_BYTES: usize = std::mem::size_of::<Record>() + 1
 
 /// Marks a progress count no drain has reached: the background thread was never found stalled.
 const NEVER: u64 = u64::MAX;
+
+/// The thread that owns a ring, as its drains see it: whether it waits for room.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    waiting: AtomicBool,
+    thread: Thread,
+}
+
+impl Waiter {
+    /// The waiter for a ring owned by the calling thread.
+    pub(crate) fn current() -> Self {
+        Self {
+            waiting: AtomicBool::new(false),
+            thread: std::thread::current(),
+        }
+    }
+}
 
 /// The overload side of one layer's hand-off.
 #[derive(Debug)]
@@ -33,10 +49,6 @@ pub(crate) struct Overload {
     progress: AtomicU64,
     /// The progress count at which the background thread was last found stalled.
     stalled_at: AtomicU64,
-    /// Recording threads waiting for room in their ring.
-    waiting: AtomicUsize,
-    room: Mutex<()>,
-    room_made: Condvar,
     drop_logged: AtomicBool,
 }
 
@@ -49,9 +61,6 @@ impl Overload {
             backlog_limit: memory / BACKLOG_RECORD_BYTES,
             progress: AtomicU64::new(0),
             stalled_at: AtomicU64::new(NEVER),
-            waiting: AtomicUsize::new(0),
-            room: Mutex::new(()),
-            room_made: Condvar::new(),
             drop_logged: AtomicBool::new(false),
         }
     }
@@ -64,45 +73,43 @@ impl Overload {
 
     /// Waits until `push` finds room in this thread's ring, for as long as the background
     /// thread (woken through `waker`) makes progress. Gives up with [`PushError::Full`] once it
-    /// has made none for `patience`, and at once while it is known to be stalled: the caller
-    /// then puts the record in the backlog. The lock it waits with is never held while `push`
-    /// runs, so a drain never waits for a descheduled recording thread for long.
+    /// has made none for `patience`, and after one try while it is known to be stalled: the
+    /// caller then puts the record in the backlog. `waiter` is this thread's, on its ring: a
+    /// drain that frees room in that ring wakes this thread alone.
     pub(crate) fn wait_for_room(
         &self,
         patience: Duration,
         waker: &Thread,
+        waiter: &Waiter,
         mut push: impl FnMut() -> Result<(), PushError>,
     ) -> Result<(), PushError> {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let pushed = loop {
+        loop {
             // Read before trying: a drain that frees room after this read also moves it on.
             let seen = self.progress.load(Ordering::SeqCst);
             match push() {
                 Err(PushError::Full) => {}
-                done => break done,
+                done => return done,
             }
             if self.stalled_at.load(Ordering::Relaxed) == seen {
-                break Err(PushError::Full);
+                return Err(PushError::Full);
             }
+            waiter.waiting.store(true, Ordering::SeqCst);
             waker.unpark();
-            let room = self.room.lock().unwrap_or_else(PoisonError::into_inner);
+            // A drain that moved on after `seen` either shows here or sees `waiting` (both
+            // sequentially consistent) and unparks this thread.
             if self.progress.load(Ordering::SeqCst) != seen {
+                waiter.waiting.store(false, Ordering::Relaxed);
                 continue;
             }
-            // A drain that moves on from here takes the lock to wake this thread, so it
-            // cannot slip in between this check and the wait.
-            let (room, waited) = self
-                .room_made
-                .wait_timeout(room, patience)
-                .unwrap_or_else(PoisonError::into_inner);
-            drop(room);
-            if waited.timed_out() && self.progress.load(Ordering::SeqCst) == seen {
-                // No drain moved for the whole wait: stop waiting until one does.
+            let parked = Instant::now();
+            std::thread::park_timeout(patience);
+            waiter.waiting.store(false, Ordering::Relaxed);
+            // A park can end early, for no reason or another's unpark: only a whole wait with
+            // no drain moving is a stall.
+            if self.progress.load(Ordering::SeqCst) == seen && parked.elapsed() >= patience {
                 self.stalled_at.store(seen, Ordering::Relaxed);
             }
-        };
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        pushed
+        }
     }
 
     /// Called by a drain after each slice of records it forwards (their ring slots released):
@@ -111,13 +118,12 @@ impl Overload {
         self.progress.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// As [`Overload::advanced`], also waking the threads waiting for room: after a drain has
-    /// emptied a ring, and when it ends. (Not after every slice: a wake is a system call.)
-    pub(crate) fn progressed(&self) {
+    /// As [`Overload::advanced`], after a drain has made room in the ring of `waiter`: wakes
+    /// that ring's thread if it waits for the room. (Only then: a wake is a system call.)
+    pub(crate) fn made_room(&self, waiter: &Waiter) {
         self.advanced();
-        if self.waiting.load(Ordering::SeqCst) > 0 {
-            let _room = self.room.lock().unwrap_or_else(PoisonError::into_inner);
-            self.room_made.notify_all();
+        if waiter.waiting.load(Ordering::SeqCst) {
+            waiter.thread.unpark();
         }
     }
 
@@ -163,8 +169,10 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use super::{Overload, BACKLOG_RECORD_BYTES};
-    use crate::buffer::{PushError, Record};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::{Overload, Waiter, BACKLOG_RECORD_BYTES};
+    use crate::record::{PushError, Record};
 
     fn record(n: u64) -> Record {
         Record::Finished {
@@ -192,23 +200,28 @@ mod tests {
     fn a_waiting_thread_waits_while_drains_progress_and_gives_up_once_they_stop() {
         let overload = Arc::new(Overload::new(0));
         let waker = std::thread::current();
-        // A drain that makes room on its third progress step: the waiter must still be there.
-        let tries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let waiter = Arc::new(Waiter::current());
+        // A drain that makes room on its third step: the waiter must still be waiting by then.
+        let steps = Arc::new(AtomicUsize::new(0));
         let drains = {
-            let (overload, tries) = (Arc::clone(&overload), Arc::clone(&tries));
+            let (overload, steps, waiter) = (
+                Arc::clone(&overload),
+                Arc::clone(&steps),
+                Arc::clone(&waiter),
+            );
             std::thread::spawn(move || {
                 for _ in 0..3 {
-                    // Wait until the waiter has looked, then move.
-                    while overload.waiting.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    // Move only while the waiter is parked (or about to be).
+                    while !waiter.waiting.load(Ordering::SeqCst) {
                         std::thread::yield_now();
                     }
-                    tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    overload.progressed();
+                    steps.fetch_add(1, Ordering::SeqCst);
+                    overload.made_room(&waiter);
                 }
             })
         };
-        let pushed = overload.wait_for_room(Duration::from_secs(60), &waker, || {
-            if tries.load(std::sync::atomic::Ordering::SeqCst) >= 3 {
+        let pushed = overload.wait_for_room(Duration::from_secs(60), &waker, &waiter, || {
+            if steps.load(Ordering::SeqCst) >= 3 {
                 Ok(())
             } else {
                 Err(PushError::Full)
@@ -218,12 +231,13 @@ mod tests {
         assert_eq!(pushed, Ok(()));
         assert!(!overload.stalled());
         // Nothing moves now: the waiter gives up after its patience, later ones after one try.
-        let gave_up =
-            overload.wait_for_room(Duration::from_millis(1), &waker, || Err(PushError::Full));
+        let gave_up = overload.wait_for_room(Duration::from_millis(1), &waker, &waiter, || {
+            Err(PushError::Full)
+        });
         assert_eq!(gave_up, Err(PushError::Full));
         assert!(overload.stalled());
         let mut asked = 0;
-        let at_once = overload.wait_for_room(Duration::from_secs(3600), &waker, || {
+        let at_once = overload.wait_for_room(Duration::from_secs(3600), &waker, &waiter, || {
             asked += 1;
             Err(PushError::Full)
         });
@@ -232,7 +246,7 @@ mod tests {
             (Err(PushError::Full), 1),
             "one try, no wait"
         );
-        overload.progressed();
+        overload.advanced();
         assert!(!overload.stalled(), "a drain ends the stall");
     }
 }

@@ -6,12 +6,13 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use crate::buffer::{Buffers, PushError, Record};
+use crate::buffer::Buffers;
 use crate::callsite::CallsiteTable;
 use crate::config::{Config, MeterSink};
 use crate::export::otel::{Callbacks, Instruments};
 use crate::export::recorder::RecorderHandles;
 use crate::export::{self, Pump};
+use crate::record::{PushError, Record};
 use crate::registry::Registry;
 use crate::spans::SpanTable;
 
@@ -125,12 +126,15 @@ impl Shared {
             // itself.
             return self.to_backlog(record);
         }
-        let pushed =
-            self.buffers
-                .overload()
-                .wait_for_room(self.config.overload_wait, waker, || {
-                    self.buffers.try_push(record)
-                });
+        let Some(waiter) = self.buffers.waiter() else {
+            return self.to_backlog(record);
+        };
+        let pushed = self.buffers.overload().wait_for_room(
+            self.config.overload_wait,
+            waker,
+            &waiter,
+            || self.buffers.try_push(record),
+        );
         if pushed.is_err() {
             self.to_backlog(record);
         }

@@ -1,7 +1,8 @@
 //! No record is lost: under hostile scheduling (more recording threads than cores, and another
 //! process burning every core), with a sink that blocks, and for spans that close while their
 //! thread is being torn down. `flush()` returns only once every span closed before it is in
-//! the sinks.
+//! the sinks. A sink that panics loses only the records it panicked on, and never reaches the
+//! application.
 
 mod common;
 
@@ -103,8 +104,30 @@ fn eight_threads_on_busy_cores_count_exactly_in_both_sinks() {
     );
 }
 
-/// A `metrics` recorder whose duration histogram blocks every record call while its gate is
-/// closed, then counts the records.
+/// A `metrics` recorder whose duration histogram is `H`; everything else is a no-op.
+struct DurationOnly<H>(Arc<H>);
+
+impl<H: HistogramFn + Send + Sync + 'static> Recorder for DurationOnly<H> {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::noop()
+    }
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        if key.name() == spanmetrics::names::PROM_DURATION {
+            Histogram::from_arc(Arc::clone(&self.0))
+        } else {
+            Histogram::noop()
+        }
+    }
+}
+
+/// A duration histogram that blocks every record call while its gate is closed, then counts
+/// the records.
 #[derive(Default)]
 struct Gate {
     open: Mutex<bool>,
@@ -121,39 +144,16 @@ impl Gate {
     }
 }
 
-struct GatedHistogram(Arc<Gate>);
-
-impl HistogramFn for GatedHistogram {
+impl HistogramFn for Gate {
     fn record(&self, _value: f64) {
-        let mut open = self.0.open.lock().unwrap();
+        let mut open = self.open.lock().unwrap();
         if !*open {
-            self.0.blocked.fetch_add(1, Ordering::SeqCst);
+            self.blocked.fetch_add(1, Ordering::SeqCst);
         }
         while !*open {
-            open = self.0.opened.wait(open).unwrap();
+            open = self.opened.wait(open).unwrap();
         }
-        self.0.recorded.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-struct GatedRecorder(Arc<Gate>);
-
-impl Recorder for GatedRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> Counter {
-        Counter::noop()
-    }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
-    }
-    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-        if key.name() == spanmetrics::names::PROM_DURATION {
-            Histogram::from_arc(Arc::new(GatedHistogram(Arc::clone(&self.0))))
-        } else {
-            Histogram::noop()
-        }
+        self.recorded.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -166,7 +166,7 @@ fn run_against_a_blocked_sink(
     let gate = Arc::new(Gate::default());
     let layer = configure(
         SpanMetricsLayer::builder()
-            .with_recorder(GatedRecorder(Arc::clone(&gate)))
+            .with_recorder(DurationOnly(Arc::clone(&gate)))
             .without_meter()
             // A small ring, so that it fills long before the calls are done.
             .with_buffer_capacity(64)
@@ -314,4 +314,57 @@ fn flush_sees_spans_closed_in_a_teardown_after_the_layers_thread_locals_are_gone
 #[test]
 fn flush_sees_spans_closed_in_a_teardown_while_the_layers_thread_locals_remain() {
     flush_sees_spans_closed_in_a_teardown(false);
+}
+
+/// A duration histogram that panics on its first `panics` records, then counts them.
+#[derive(Default)]
+struct Flaky {
+    panics: u64,
+    seen: AtomicU64,
+    recorded: AtomicU64,
+}
+
+impl HistogramFn for Flaky {
+    fn record(&self, _value: f64) {
+        if self.seen.fetch_add(1, Ordering::Relaxed) < self.panics {
+            panic!("the sink failed");
+        }
+        self.recorded.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The panic stays inside the forwarding, on the background thread or in `flush()` on the
+/// application's thread, and later records still arrive.
+#[test]
+fn a_panicking_sink_loses_only_its_records_and_never_the_callers_thread() {
+    let flaky = Arc::new(Flaky {
+        panics: 50,
+        ..Flaky::default()
+    });
+    let layer = SpanMetricsLayer::builder()
+        .with_recorder(DurationOnly(Arc::clone(&flaky)))
+        .without_meter()
+        // A tiny ring, so that the background thread forwards while the thread records.
+        .with_buffer_capacity(64)
+        .expect("a valid capacity")
+        .build();
+    let handle = layer.handle();
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    let calls = 20_000u64;
+    // Silence the panic messages of the sink; the test checks what they did.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tracing::dispatcher::with_default(&dispatch, || {
+            for _ in 0..calls {
+                tracing::info_span!("h", command = "flaky").in_scope(|| {});
+            }
+        });
+        handle.flush();
+    }));
+    std::panic::set_hook(hook);
+    assert!(outcome.is_ok(), "a sink's panic reached the application");
+    assert_eq!(flaky.seen.load(Ordering::Relaxed), calls);
+    assert_eq!(flaky.recorded.load(Ordering::Relaxed), calls - 50);
+    assert_eq!(handle.dropped(), 50, "each lost record is counted");
 }

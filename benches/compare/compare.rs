@@ -178,7 +178,7 @@ fn flood(c: &mut Criterion) {
                     })
                 });
             });
-            report_drops(&setup, &name, &mut last);
+            report_drops(&setup, &format!("flood/{threads}_threads"), &mut last);
         }
     }
     group.finish();
@@ -275,6 +275,8 @@ fn resident_mib() -> f64 {
 struct Gate {
     open: Mutex<bool>,
     opened: Condvar,
+    /// Threads inside a record call now, other than the background thread.
+    inside: AtomicU64,
 }
 
 struct GatedHistogram(Arc<Gate>);
@@ -282,8 +284,16 @@ struct GatedHistogram(Arc<Gate>);
 impl HistogramFn for GatedHistogram {
     fn record(&self, _value: f64) {
         let mut open = self.0.open.lock().unwrap();
+        let background = std::thread::current().name() == Some("spanmetrics");
+        if !*open && !background {
+            self.0.inside.fetch_add(1, Ordering::SeqCst);
+        }
+        let counted = !*open && !background;
         while !*open {
             open = self.0.opened.wait(open).unwrap();
+        }
+        if counted {
+            self.0.inside.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -306,24 +316,28 @@ impl Recorder for GatedRecorder {
 }
 
 /// Floods with 8 threads for `seconds`, sampling resident memory; returns (calls, peak MiB
-/// above the start).
-fn sustained(setup: &Setup, seconds: u64) -> (u64, f64) {
+/// above the start, records dropped by then). `release` runs once the flood is told to stop,
+/// before it is joined: a flood thread stuck inside a blocked sink needs it to finish.
+fn sustained(setup: &Setup, seconds: u64, release: impl FnOnce()) -> (u64, f64, u64) {
     let before = resident_mib();
     let stop = AtomicBool::new(false);
     let mut peak = before;
+    let mut dropped = 0;
     let calls = with_upkeep(setup, || {
         std::thread::scope(|s| {
             let flood = s.spawn(|| flood_until(setup, 8, &stop));
             let end = Instant::now() + Duration::from_secs(seconds);
             while Instant::now() < end {
                 peak = peak.max(resident_mib());
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(20));
             }
             stop.store(true, Ordering::Relaxed);
+            dropped = setup.handle.dropped();
+            release();
             flood.join().expect("the flood ran")
         })
     });
-    (calls, peak - before)
+    (calls, peak - before, dropped)
 }
 
 /// Memory and calls under a sustained 8-thread flood, with working sinks and with a sink
@@ -334,7 +348,7 @@ fn memory_under_flood() {
     println!("| version | sinks | calls | peak resident memory above start (MiB) | dropped |");
     println!("|---|---|---:|---:|---:|");
     for setup in both() {
-        let (calls, mib) = sustained(&setup, SECONDS);
+        let (calls, mib, _) = sustained(&setup, SECONDS, || {});
         setup.handle.flush();
         println!(
             "| {} | working | {calls} | {mib:.1} | {} |",
@@ -348,16 +362,57 @@ fn memory_under_flood() {
         setup!(spanmetrics, "current", GatedRecorder(Arc::clone(&gates[1]))),
     ];
     for (setup, gate) in blocked.iter().zip(&gates) {
-        let (calls, mib) = sustained(setup, SECONDS);
-        let dropped_while_blocked = setup.handle.dropped();
-        *gate.open.lock().unwrap() = true;
-        gate.opened.notify_all();
+        let stuck = AtomicU64::new(0);
+        let (calls, mib, dropped) = sustained(setup, SECONDS, || {
+            // Flood threads still inside a call: stuck in the blocked sink themselves.
+            stuck.store(gate.inside.load(Ordering::SeqCst), Ordering::SeqCst);
+            *gate.open.lock().unwrap() = true;
+            gate.opened.notify_all();
+        });
         setup.handle.flush();
         println!(
-            "| {} | blocked | {calls} | {mib:.1} | {dropped_while_blocked} |",
+            "| {} | blocked | {calls} | {mib:.1} | {dropped} (threads stuck in the sink: {}) |",
             setup.name,
+            stuck.load(Ordering::SeqCst),
         );
     }
+}
+
+/// Single-thread ns per call of each version, measured in alternating rounds so that drift in
+/// the machine's speed hits both alike; returns the medians and the median of the per-round
+/// ratios (current ÷ baseline).
+fn paired_overhead() -> (f64, f64, f64) {
+    const ROUNDS: usize = 15;
+    const CALLS: u32 = 300_000;
+    let setups = both();
+    let dispatches: Vec<_> = setups
+        .iter()
+        .map(|s| Dispatch::new(Arc::clone(&s.subscriber)))
+        .collect();
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        for (i, (setup, dispatch)) in setups.iter().zip(&dispatches).enumerate() {
+            let ns = dispatcher::with_default(dispatch, || {
+                let start = Instant::now();
+                for _ in 0..CALLS {
+                    black_box(ping());
+                }
+                start.elapsed().as_nanos() as f64 / f64::from(CALLS)
+            });
+            times[i].push(ns);
+            setup.handle.flush();
+            if let Some(prometheus) = &setup.prometheus {
+                prometheus.run_upkeep();
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut ratios: Vec<f64> = times[1].iter().zip(&times[0]).map(|(n, o)| n / o).collect();
+    let ratio = median(&mut ratios);
+    (median(&mut times[0]), median(&mut times[1]), ratio)
 }
 
 fn main() {
@@ -370,8 +425,15 @@ fn main() {
     }
     let o = |name| support::estimate("overhead7", name);
     if let (Some(old), Some(new)) = (o("baseline"), o("current")) {
-        println!("\noverhead7 (ns/call): baseline {old:.1}, current {new:.1}, current / baseline {:.3}", new / old);
+        println!(
+            "\noverhead7, criterion (ns/call): baseline {old:.1}, current {new:.1}, current / baseline {:.3}",
+            new / old
+        );
     }
+    let (old, new, ratio) = paired_overhead();
+    println!(
+        "overhead7, 15 alternating rounds (median ns/call): baseline {old:.1}, current {new:.1}, median of the rounds' current / baseline {ratio:.3}"
+    );
     println!("\nFlood, calls/s (criterion estimate):");
     println!("| threads | baseline | current | current / baseline |");
     println!("|---:|---:|---:|---:|");

@@ -13,9 +13,10 @@ use metrics::Label;
 use opentelemetry::metrics::BoundHistogram;
 use opentelemetry::KeyValue;
 
-use crate::buffer::{ActiveCounts, Buffers, Record, Ring};
+use crate::buffer::{ActiveCounts, Buffers, Ring};
 use crate::config::Config;
 use crate::names;
+use crate::record::Record;
 use crate::registry::{Registry, OVERFLOW_COMMAND, OVERFLOW_ENTRY};
 
 use self::otel::Instruments;
@@ -244,8 +245,8 @@ impl Pump {
                 cx.buffers.overload().advanced();
             }
             if ring_had_records {
-                // The ring has room again: wake its producer if it is waiting for it.
-                cx.buffers.overload().progressed();
+                // The ring has room again: wake its producer if it waits for it.
+                cx.buffers.overload().made_room(&ring.waiter);
             }
         }
         self.rings = self.retire(cx, rings);
@@ -263,7 +264,7 @@ impl Pump {
             overload.advanced();
         }
         // A drain with nothing to forward is progress too: the background thread is alive.
-        overload.progressed();
+        overload.advanced();
         if !self.described && !self.commands.is_empty() {
             self.recorder.describe();
             self.dropped = self.recorder.counter(names::PROM_DROPPED, Vec::new());
@@ -320,6 +321,7 @@ impl Pump {
             let Ring {
                 mut records,
                 active,
+                waiter,
             } = ring;
             match Arc::try_unwrap(active) {
                 Ok(counts) => {
@@ -328,7 +330,11 @@ impl Pump {
                     }
                     add_counts(&mut self.retired, &counts);
                 }
-                Err(active) => kept.push(Ring { records, active }),
+                Err(active) => kept.push(Ring {
+                    records,
+                    active,
+                    waiter,
+                }),
             }
         }
         kept
