@@ -355,8 +355,8 @@ impl Builder {
     }
 
     /// Measurements each recording thread can buffer before the background thread forwards
-    /// them (default 4096, 32 bytes each). A thread whose buffer is full waits for the
-    /// background thread to make room (see [`Builder::with_overload_wait`]); nothing is lost.
+    /// them (default 4096, 24 bytes each). A thread whose buffer is full waits for the
+    /// background thread to make room (see [`Builder::with_overload_wait`]).
     pub fn with_buffer_capacity(mut self, capacity: usize) -> Result<Self, BuildError> {
         check_range("buffer_capacity", capacity as u128, 64, 1 << 24)?;
         self.config.buffer_capacity = capacity;
@@ -364,7 +364,8 @@ impl Builder {
     }
 
     /// How long a recording thread whose buffer is full waits for a background thread that
-    /// makes *no progress* (default 20 ms). While the background thread forwards records, a
+    /// makes *no progress* (default 20 ms, at most 60 s). While the background thread forwards
+    /// records (it shows progress every 16 records and after every drain), a
     /// thread with a full buffer waits for room as long as that takes: overload slows the
     /// threads that cause it and loses nothing. A background thread that forwards nothing for
     /// this long is taken as stalled (descheduled for long, or stuck in a sink that blocks):
@@ -375,14 +376,14 @@ impl Builder {
     /// Before 0.2 this was the longest wait before a record was dropped; records are now
     /// dropped only when the backlog is full.
     pub fn with_overload_wait(mut self, wait: Duration) -> Result<Self, BuildError> {
-        check_range("overload_wait (ms)", wait.as_millis(), 0, 1_000)?;
+        check_range("overload_wait (ms)", wait.as_millis(), 0, 60_000)?;
         self.config.overload_wait = wait;
         Ok(self)
     }
 
     /// Memory the layer may use for records that no thread's buffer could take while its
     /// background thread was stalled, or that spans closing during their thread's teardown
-    /// leave (default 64 MiB, about 1.6 million records; at most 4 GiB). The backlog is
+    /// leave (default 64 MiB, about 1.7 million records; at most 4 GiB). The backlog is
     /// allocated only as it fills and is forwarded by the next drain. Only past this bound is a
     /// record dropped: counted in `spanmetrics.dropped` ([`crate::SpanMetricsHandle::dropped`])
     /// and logged to standard error once.

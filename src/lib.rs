@@ -113,7 +113,7 @@
 //!
 //! A background thread per layer drains the rings at least every 200 ms
 //! ([`Builder::with_flush_interval`]), sooner under load (it paces itself to find the busiest
-//! ring about a quarter full; a thread wakes it only if its ring gets half full), and records
+//! ring about a quarter full; a thread wakes it only if its ring gets half full or full), and records
 //! into the sinks through handles resolved once per series. An OpenTelemetry collection and
 //! [`SpanMetricsHandle::flush`] drain first, so exports are never stale. Once `flush()`
 //! returns, every command span that closed before the call is in both sinks, whichever thread
@@ -122,8 +122,10 @@
 //! **Overload never loses a record.** If a thread outruns the background thread and its ring
 //! (4096 records) fills, that thread waits for the background thread to make room, for as
 //! long as it makes progress: overload slows the threads that cause it, as when the caller
-//! aggregates in place. Sinks are never called on the waiting thread. A background thread that
-//! forwards nothing for 20 ms ([`Builder::with_overload_wait`]) is taken as stalled (starved of
+//! aggregates in place. Sinks are never called on the waiting thread (only if no background
+//! thread could be started does a thread with a full ring forward, when nobody else is). A
+//! background thread that shows no progress (every 16 records forwarded, and every drain) for
+//! 20 ms ([`Builder::with_overload_wait`]) is taken as stalled (starved of
 //! CPU, or stuck in a sink that blocks): threads then stop waiting and leave their records in a
 //! shared backlog, allocated only as it fills and bounded at 64 MiB per layer
 //! ([`Builder::with_overload_memory`]), which the next drain forwards. Only past that bound is a

@@ -6,6 +6,7 @@
 //! which the next drain forwards. Only past that bound is a record dropped: counted, and
 //! logged once.
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -18,8 +19,8 @@ use crate::record::{PushError, Record};
 /// per-slot state word and its share of the queue's block links.
 pub(crate) const BACKLOG_RECORD_BYTES: usize = std::mem::size_of::<Record>() + 16;
 
-/// Marks a progress count no drain has reached: the background thread was never found stalled.
-const NEVER: u64 = u64::MAX;
+/// Progress counts start above this, so it marks "never found stalled".
+const NEVER: u64 = 0;
 
 /// The thread that owns a ring, as its drains see it: whether it waits for room.
 #[derive(Debug)]
@@ -47,7 +48,7 @@ pub(crate) struct Overload {
     backlog_limit: usize,
     /// Bumped by every drain, and by every slice of records a drain forwards.
     progress: AtomicU64,
-    /// The progress count at which the background thread was last found stalled.
+    /// The highest progress count at which the background thread was found stalled.
     stalled_at: AtomicU64,
     drop_logged: AtomicBool,
 }
@@ -59,7 +60,7 @@ impl Overload {
             backlog: SegQueue::new(),
             backlog_len: AtomicUsize::new(0),
             backlog_limit: memory / BACKLOG_RECORD_BYTES,
-            progress: AtomicU64::new(0),
+            progress: AtomicU64::new(NEVER + 1),
             stalled_at: AtomicU64::new(NEVER),
             drop_logged: AtomicBool::new(false),
         }
@@ -68,7 +69,7 @@ impl Overload {
     /// Whether the background thread was found stalled and has not moved since.
     #[cfg(test)]
     fn stalled(&self) -> bool {
-        self.stalled_at.load(Ordering::Relaxed) == self.progress.load(Ordering::SeqCst)
+        self.stalled_at.load(Ordering::Relaxed) >= self.progress.load(Ordering::SeqCst)
     }
 
     /// Waits until `push` finds room in this thread's ring, for as long as the background
@@ -83,6 +84,9 @@ impl Overload {
         waiter: &Waiter,
         mut push: impl FnMut() -> Result<(), PushError>,
     ) -> Result<(), PushError> {
+        // The progress count last seen move, and when: a stall is `patience` without a move,
+        // however often the park ends early (another unpark, or none at all).
+        let mut since: Option<(u64, Instant)> = None;
         loop {
             // Read before trying: a drain that frees room after this read also moves it on.
             let seen = self.progress.load(Ordering::SeqCst);
@@ -90,25 +94,33 @@ impl Overload {
                 Err(PushError::Full) => {}
                 done => return done,
             }
-            if self.stalled_at.load(Ordering::Relaxed) == seen {
+            if self.stalled_at.load(Ordering::Relaxed) >= seen {
                 return Err(PushError::Full);
             }
+            let started = match since {
+                Some((progress, at)) if progress == seen => at,
+                _ => {
+                    let now = Instant::now();
+                    since = Some((seen, now));
+                    now
+                }
+            };
+            let Some(left) = patience
+                .checked_sub(started.elapsed())
+                .filter(|left| !left.is_zero())
+            else {
+                // No drain moved for the whole wait: stop waiting until one does.
+                self.stalled_at.fetch_max(seen, Ordering::Relaxed);
+                return Err(PushError::Full);
+            };
             waiter.waiting.store(true, Ordering::SeqCst);
             waker.unpark();
             // A drain that moved on after `seen` either shows here or sees `waiting` (both
             // sequentially consistent) and unparks this thread.
-            if self.progress.load(Ordering::SeqCst) != seen {
-                waiter.waiting.store(false, Ordering::Relaxed);
-                continue;
+            if self.progress.load(Ordering::SeqCst) == seen {
+                std::thread::park_timeout(left);
             }
-            let parked = Instant::now();
-            std::thread::park_timeout(patience);
             waiter.waiting.store(false, Ordering::Relaxed);
-            // A park can end early, for no reason or another's unpark: only a whole wait with
-            // no drain moving is a stall.
-            if self.progress.load(Ordering::SeqCst) == seen && parked.elapsed() >= patience {
-                self.stalled_at.store(seen, Ordering::Relaxed);
-            }
         }
     }
 
@@ -129,8 +141,12 @@ impl Overload {
 
     /// Queues a record for the next drain; `false` when the backlog is at its memory bound.
     pub(crate) fn push_backlog(&self, record: Record) -> bool {
-        if self.backlog_len.fetch_add(1, Ordering::Relaxed) >= self.backlog_limit {
-            self.backlog_len.fetch_sub(1, Ordering::Relaxed);
+        let reserved = self
+            .backlog_len
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |len| {
+                (len < self.backlog_limit).then_some(len + 1)
+            });
+        if reserved.is_err() {
             return false;
         }
         self.backlog.push(record);
@@ -152,8 +168,10 @@ impl Overload {
     /// Logs, the first time only, that records are being dropped.
     pub(crate) fn log_drop_once(&self) {
         if !self.drop_logged.swap(true, Ordering::Relaxed) {
-            // Not through `tracing`: that would feed back into the layer.
-            eprintln!(
+            // Not through `tracing`, which would feed back into the layer; and never a panic
+            // (as `eprintln!` gives when standard error is gone) on a recording thread.
+            let _ = writeln!(
+                std::io::stderr(),
                 "spanmetrics: the overload backlog is full ({} records, {} MiB): records are \
                  being dropped and counted in spanmetrics_dropped_records_total; the background \
                  thread has been stalled (a sink blocking, or no CPU for it)",
@@ -196,10 +214,30 @@ mod tests {
         assert!(overload.push_backlog(record(11)), "room again once drained");
     }
 
+    /// A thread standing in for the background thread: it only parks, so that unparking it
+    /// (as a waiting thread does) leaves the test thread's own park token alone.
+    fn stand_in() -> (std::thread::Thread, impl FnOnce()) {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    std::thread::park();
+                }
+            })
+        };
+        let waker = thread.thread().clone();
+        (waker, move || {
+            done.store(true, Ordering::SeqCst);
+            thread.thread().unpark();
+            thread.join().expect("the stand-in thread");
+        })
+    }
+
     #[test]
     fn a_waiting_thread_waits_while_drains_progress_and_gives_up_once_they_stop() {
         let overload = Arc::new(Overload::new(0));
-        let waker = std::thread::current();
+        let (waker, stop_waker) = stand_in();
         let waiter = Arc::new(Waiter::current());
         // A drain that makes room on its third step: the waiter must still be waiting by then.
         let steps = Arc::new(AtomicUsize::new(0));
@@ -248,5 +286,6 @@ mod tests {
         );
         overload.advanced();
         assert!(!overload.stalled(), "a drain ends the stall");
+        stop_waker();
     }
 }

@@ -3,7 +3,7 @@
 //! and the public handle.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 use crate::buffer::Buffers;
@@ -113,19 +113,27 @@ impl Shared {
     #[cold]
     #[inline(never)]
     fn record_when_full(&self, record: Record) {
-        let Some(waker) = self.buffers.waker() else {
-            // No background thread could be started: this thread forwards for itself.
-            self.flush();
-            if self.buffers.try_push(record).is_err() {
-                self.to_backlog(record);
-            }
-            return;
-        };
         if export::is_forwarding() {
             // A sink recording a command span while this thread forwards: it cannot wait for
             // itself.
             return self.to_backlog(record);
         }
+        let Some(waker) = self.buffers.waker() else {
+            // No background thread could be started: this thread forwards for itself when
+            // nobody else is (never waiting for the one who is).
+            let pump = match self.pump.try_lock() {
+                Ok(pump) => Some(pump),
+                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut pump) = pump {
+                pump.drain(&self.context(), false);
+            }
+            if self.buffers.try_push(record).is_err() {
+                self.to_backlog(record);
+            }
+            return;
+        };
         let Some(waiter) = self.buffers.waiter() else {
             return self.to_backlog(record);
         };
@@ -145,12 +153,8 @@ impl Shared {
     #[cold]
     fn to_backlog(&self, record: Record) {
         let overload = self.buffers.overload();
-        if overload.push_backlog(record) {
-            // Drained within one flush interval anyway; sooner helps a stalled thread's backlog.
-            if let Some(waker) = self.buffers.waker() {
-                waker.unpark();
-            }
-        } else {
+        // Forwarded by the next drain: within the flush interval, or by `flush()`.
+        if !overload.push_backlog(record) {
             self.buffers.count_dropped();
             overload.log_drop_once();
         }

@@ -24,7 +24,8 @@ use tracing_subscriber::prelude::*;
 /// How long the test waits for anything that must happen.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// Processes that keep every core busy until dropped (stopped by their PID).
+/// Processes that keep every core busy until dropped (stopped by their PID), or until this
+/// process is gone.
 struct Burners(Vec<Child>);
 
 impl Burners {
@@ -33,7 +34,7 @@ impl Burners {
         let burners = (0..cores)
             .map(|_| {
                 Command::new("sh")
-                    .args(["-c", "while :; do :; done"])
+                    .args(["-c", "while kill -0 $PPID 2>/dev/null; do :; done"])
                     .stdin(Stdio::null())
                     .spawn()
                     .expect("a shell to burn a core")
@@ -66,12 +67,15 @@ fn call(command: &'static str, i: u64) -> Result<(), CallError> {
     }
 }
 
-#[test]
-fn eight_threads_on_busy_cores_count_exactly_in_both_sinks() {
+/// 8 threads on busy cores, each running `CALLS` commands (a tenth failing), counted exactly in
+/// both sinks by a layer built with `configure`.
+fn eight_threads_on_busy_cores(
+    configure: impl FnOnce(spanmetrics::Builder) -> spanmetrics::Builder,
+) {
     const THREADS: usize = 8;
     const CALLS: u64 = 60_000;
     const COMMANDS: [&str; 4] = ["roll", "help", "stats", "ask"];
-    let fx = Fixture::new();
+    let fx = Fixture::with(configure);
     let burners = Burners::start();
     std::thread::scope(|s| {
         for t in 0..THREADS {
@@ -102,6 +106,24 @@ fn eight_threads_on_busy_cores_count_exactly_in_both_sinks() {
         "{:?}",
         snap.active()
     );
+}
+
+#[test]
+fn eight_threads_on_busy_cores_count_exactly_in_both_sinks() {
+    eight_threads_on_busy_cores(|b| b);
+}
+
+/// Without a backlog, only waiting for the background thread keeps the counts exact: a thread
+/// that stopped waiting would have to drop. (The wait for a stalled background thread is at its
+/// longest, so that no scheduling delay of a loaded machine counts as a stall.)
+#[test]
+fn waiting_alone_keeps_eight_threads_on_busy_cores_exact() {
+    eight_threads_on_busy_cores(|b| {
+        b.with_overload_memory(0)
+            .expect("a valid bound")
+            .with_overload_wait(Duration::from_secs(60))
+            .expect("a valid wait")
+    });
 }
 
 /// A `metrics` recorder whose duration histogram is `H`; everything else is a no-op.
@@ -187,9 +209,10 @@ fn run_against_a_blocked_sink(
     finished
         .recv_timeout(DEADLINE)
         .expect("the commands finish while the sink blocks: the application was blocked");
-    assert!(
-        gate.blocked.load(Ordering::SeqCst) >= 1,
-        "the background thread is inside the blocked sink"
+    common::poll_until(
+        DEADLINE,
+        "the background thread inside the blocked sink",
+        || (gate.blocked.load(Ordering::SeqCst) >= 1).then_some(()),
     );
     assert_eq!(gate.recorded.load(Ordering::SeqCst), 0);
     (gate, handle)
@@ -264,7 +287,11 @@ thread_local! {
 /// the spans that thread closed in the teardown: with the layer's thread-locals already gone
 /// (`before_the_layer`) or still there.
 fn flush_sees_spans_closed_in_a_teardown(before_the_layer: bool) {
-    let fx = Arc::new(Fixture::new());
+    // No periodic drain during the test: what the snapshot sees, `flush()` forwarded.
+    let fx = Arc::new(Fixture::with(|b| {
+        b.with_flush_interval(Duration::from_secs(60))
+            .expect("a valid interval")
+    }));
     let (closed_tx, closed) = mpsc::channel();
     let (looked, looked_rx) = mpsc::channel();
     let thread = {

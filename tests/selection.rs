@@ -259,7 +259,7 @@ fn the_builder_rejects_bad_settings_when_they_are_made() {
         Err(BuildError::ReservedLabel(_))
     ));
     assert!(matches!(
-        b().with_overload_wait(std::time::Duration::from_secs(5)),
+        b().with_overload_wait(std::time::Duration::from_secs(61)),
         Err(BuildError::OutOfRange { .. })
     ));
     assert!(b().with_overload_wait(std::time::Duration::ZERO).is_ok());

@@ -25,6 +25,8 @@ use self::recorder::RecorderHandles;
 const NANOS_PER_SECOND: f64 = 1e9;
 /// Records forwarded before their ring slots are released to the producer.
 const DRAIN_SLICE: usize = 256;
+/// Records forwarded between two signs of progress to threads waiting for room.
+const PROGRESS_STEP: usize = 16;
 /// Least time between two updates of the in-flight gauges by the background thread.
 pub(crate) const ACTIVE_PERIOD: Duration = Duration::from_millis(1);
 
@@ -229,7 +231,7 @@ impl Pump {
         let mut fullest = 0;
         for ring in &mut rings {
             let consumer = &mut ring.records;
-            // In slices, so a producer waiting on a full ring gets room early.
+            // In slices, whose ring slots are released as each slice ends.
             let mut available = consumer.slots();
             let ring_had_records = available > 0;
             fullest = fullest.max(available);
@@ -238,11 +240,14 @@ impl Pump {
                 let Ok(chunk) = consumer.read_chunk(take) else {
                     break;
                 };
-                for record in chunk {
+                for (n, record) in chunk.into_iter().enumerate() {
                     self.apply_caught(cx, record);
+                    if n % PROGRESS_STEP == PROGRESS_STEP - 1 {
+                        // Proof of life for threads waiting on a full ring (see `overload`).
+                        cx.buffers.overload().advanced();
+                    }
                 }
                 available -= take;
-                cx.buffers.overload().advanced();
             }
             if ring_had_records {
                 // The ring has room again: wake its producer if it waits for it.
@@ -255,16 +260,29 @@ impl Pump {
         let mut backlog = overload.backlog_len();
         fullest = fullest.max(backlog);
         while backlog > 0 {
-            for record in
-                std::iter::from_fn(|| overload.pop_backlog()).take(DRAIN_SLICE.min(backlog))
-            {
+            let take = PROGRESS_STEP.min(backlog);
+            for record in std::iter::from_fn(|| overload.pop_backlog()).take(take) {
                 self.apply_caught(cx, record);
             }
-            backlog = backlog.saturating_sub(DRAIN_SLICE);
+            backlog -= take;
             overload.advanced();
         }
         // A drain with nothing to forward is progress too: the background thread is alive.
         overload.advanced();
+        // Registering, describing and publishing call into the sinks too: a panic there is
+        // contained like one in a record call (nothing is lost; the gauges catch up later).
+        let _contained = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.upkeep(cx, fresh, fullest);
+        }));
+        Drained {
+            fullest,
+            active_pending: self.active_stale,
+        }
+    }
+
+    /// Describes the metrics once, brings the in-flight gauges up to date when due, publishes
+    /// them and hands finished commands to the live statistics.
+    fn upkeep(&mut self, cx: &Context<'_>, fresh: bool, fullest: usize) {
         if !self.described && !self.commands.is_empty() {
             self.recorder.describe();
             self.dropped = self.recorder.counter(names::PROM_DROPPED, Vec::new());
@@ -289,15 +307,11 @@ impl Pump {
                 .filter_map(|(id, state)| Some((id as u32, state.as_ref()?.active)));
             live.ingest(cx.registry, &mut self.live, active);
         }
-        Drained {
-            fullest,
-            active_pending: self.active_stale,
-        }
     }
 
     /// [`Pump::apply`], with a panicking sink contained: the record is lost (and counted as
-    /// dropped), not the rings, and the panic does not reach a recording thread forwarding on
-    /// its own behalf.
+    /// dropped), not the rings, and the panic does not reach an application thread that
+    /// forwards in `flush()`.
     fn apply_caught(&mut self, cx: &Context<'_>, record: Record) {
         let applied =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply(cx, record)));
