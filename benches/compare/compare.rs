@@ -378,28 +378,16 @@ fn memory_under_flood() {
     }
 }
 
-/// Single-thread ns per call of each version, measured in alternating rounds so that drift in
-/// the machine's speed hits both alike; returns the medians and the median of the per-round
-/// ratios (current ÷ baseline).
-fn paired_overhead() -> (f64, f64, f64) {
-    const ROUNDS: usize = 15;
-    const CALLS: u32 = 300_000;
+/// Runs `measure` on each version in turn for `rounds` rounds (flushing and folding the
+/// Prometheus samples between, untimed), so that drift in the machine's speed hits both alike.
+/// Returns each version's median and the median of the rounds' ratios (current ÷ baseline),
+/// and the records each version dropped.
+fn paired(rounds: usize, measure: impl Fn(&Setup) -> f64) -> (f64, f64, f64, [u64; 2]) {
     let setups = both();
-    let dispatches: Vec<_> = setups
-        .iter()
-        .map(|s| Dispatch::new(Arc::clone(&s.subscriber)))
-        .collect();
-    let mut times = [Vec::new(), Vec::new()];
-    for _ in 0..ROUNDS {
-        for (i, (setup, dispatch)) in setups.iter().zip(&dispatches).enumerate() {
-            let ns = dispatcher::with_default(dispatch, || {
-                let start = Instant::now();
-                for _ in 0..CALLS {
-                    black_box(ping());
-                }
-                start.elapsed().as_nanos() as f64 / f64::from(CALLS)
-            });
-            times[i].push(ns);
+    let mut values = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        for (i, setup) in setups.iter().enumerate() {
+            values[i].push(measure(setup));
             setup.handle.flush();
             if let Some(prometheus) = &setup.prometheus {
                 prometheus.run_upkeep();
@@ -410,9 +398,44 @@ fn paired_overhead() -> (f64, f64, f64) {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let mut ratios: Vec<f64> = times[1].iter().zip(&times[0]).map(|(n, o)| n / o).collect();
+    let mut ratios: Vec<f64> = values[1]
+        .iter()
+        .zip(&values[0])
+        .map(|(n, o)| n / o)
+        .collect();
     let ratio = median(&mut ratios);
-    (median(&mut times[0]), median(&mut times[1]), ratio)
+    let dropped = [setups[0].handle.dropped(), setups[1].handle.dropped()];
+    (
+        median(&mut values[0]),
+        median(&mut values[1]),
+        ratio,
+        dropped,
+    )
+}
+
+/// Calls per second of `threads` threads flooding: 9 paired rounds of 800 000 calls.
+fn paired_flood(threads: usize) -> (f64, f64, f64, [u64; 2]) {
+    const CALLS: u64 = 800_000;
+    paired(9, |setup| {
+        let wall = support::split_over_threads(&dispatchers(setup, threads), CALLS, |_| ping());
+        CALLS as f64 / wall.as_secs_f64()
+    })
+}
+
+/// Single-thread ns per call: 15 paired rounds of 300 000 calls.
+fn paired_overhead() -> (f64, f64, f64) {
+    const CALLS: u32 = 300_000;
+    let (old, new, ratio, _) = paired(15, |setup| {
+        let dispatch = Dispatch::new(Arc::clone(&setup.subscriber));
+        dispatcher::with_default(&dispatch, || {
+            let start = Instant::now();
+            for _ in 0..CALLS {
+                black_box(ping());
+            }
+            start.elapsed().as_nanos() as f64 / f64::from(CALLS)
+        })
+    });
+    (old, new, ratio)
 }
 
 fn main() {
@@ -447,6 +470,15 @@ fn main() {
                 old / new
             );
         }
+    }
+    println!("\nFlood, 9 alternating rounds of 800 000 calls (median calls/s):");
+    println!("| threads | baseline | current | median of the rounds' current / baseline | dropped, baseline / current |");
+    println!("|---:|---:|---:|---:|---|");
+    for threads in [1, 4, 8] {
+        let (old, new, ratio, [old_dropped, new_dropped]) = paired_flood(threads);
+        println!(
+            "| {threads} | {old:.3e} | {new:.3e} | {ratio:.3} | {old_dropped} / {new_dropped} |"
+        );
     }
     latency_under_flood();
     memory_under_flood();
