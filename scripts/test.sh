@@ -13,6 +13,12 @@ export SPANMETRICS_REQUIRE_TOOLS=1
 echo "== collector-config: promtool, amtool, otelcol/dashboard/compose checks"
 bash scripts/check-configs.sh
 
+echo "== module layering: imports follow the data flow, no cycles"
+python3 scripts/check-layers.py
+
+echo "== cargo features: the lean build, and each feature on its own"
+bash scripts/check-features.sh
+
 echo "== formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -104,12 +104,20 @@
 //! slot in a per-layer table of cache-line slots found by hashing the span id (no allocation,
 //! no lock, no registry look-up). At creation it adds one to the command's in-flight count,
 //! which only that thread writes; at close it takes one off and writes one record into a ring
-//! owned by that thread. No lock is shared with other threads and no sink is called. The series
-//! is found through a small per-callsite cache of the last four it resolved to; with labels,
-//! or a `command` value that changes among more than four values at one callsite, a miss
-//! hashes the values and takes a shared read lock, as does naming the error type of a failure
-//! or a mark. With more command spans in flight than the table holds (a few thousand), the
-//! others keep the same state in their span extensions: slower, same results.
+//! owned by that thread. No sink is called. The series is found through a small per-callsite
+//! cache of the last four it resolved to; with labels, or a `command` value that changes among
+//! more than four values at one callsite, a miss hashes the values and takes a shared read
+//! lock, as does naming the error type of a failure or a mark. With more command spans in
+//! flight than the table holds (a few thousand), the others keep the same state in their span
+//! extensions: slower, same results.
+//!
+//! With live statistics on ([`Builder::with_live_stats`], which the telemetry pipeline turns on
+//! with its HTTP endpoints), a command that **failed or was slow** does two more things as it
+//! closes: it looks up its OpenTelemetry trace id (tracing-opentelemetry's context in the
+//! span's extensions, a registry look-up), and pushes one entry into the notable-command queue
+//! under a **mutex** shared with the other recording threads and the background thread (held
+//! only to push one item or to swap the queue out, never across I/O). Every other command
+//! pays one comparison against its slow threshold.
 //!
 //! A background thread per layer drains the rings at least every 200 ms
 //! ([`Builder::with_flush_interval`]), sooner under load (it paces itself to find the busiest
@@ -136,32 +144,59 @@
 //! once, when it stalls.
 //!
 //! Span fields that are neither the command, a label nor an outcome field are never formatted.
+//!
+//! # Live statistics
+//!
+//! [`Builder::with_live_stats`] keeps rolling windows in process (calls, errors by type,
+//! p50/p95/p99, commands in flight over the last minute, 5 minutes and hour), the recent failed
+//! and slow commands with their trace ids, and health against [`HealthObjectives`]; read them
+//! as plain types from [`SpanMetricsHandle::live`] ([`live`]). The HTTP endpoints serve the
+//! same types as JSON.
+//!
+//! # Feature flags
+//!
+//! | Feature | Default | What it adds |
+//! |---|---|---|
+//! | (none) | | the layer, feeding your `metrics` recorder and OpenTelemetry meter provider, and the live statistics: no tokio, hyper, tonic, reqwest or opentelemetry-otlp |
+//! | `init` | yes (via the others) | [`init`] and [`Telemetry::builder`]: logs, the layer and the exporters below that are compiled in, from the `OTEL_*` environment |
+//! | `otlp-grpc` | yes | OTLP export over gRPC (tonic, on a small tokio runtime of its own) |
+//! | `otlp-http` | yes | OTLP export over HTTP/protobuf (reqwest, blocking client) |
+//! | `prometheus` | yes | the Prometheus `/metrics` endpoint (metrics-exporter-prometheus' recorder, served by hyper on its own thread) |
+//! | `http` | yes | on the same listener: `/health`, `/health/live`, `/health/ready`, `/api/commands`, `/api/commands/recent`, `/api/stream` and the dashboard page |
+//!
+//! With `default-features = false` the crate is the layer alone; add `features = ["init",
+//! "otlp-grpc"]` for a pipeline without the Prometheus endpoint, and so on. An `OTEL_*` or
+//! `SPANMETRICS_*` setting that needs a part not compiled in is an [`InitError`] naming the
+//! feature.
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 
-mod buffer;
-mod callsite;
-mod clock;
+// The folders follow the data flow, and a module imports only from those listed before it
+// (checked by `scripts/check-layers.py`): plain data and spelling rules, capture on the
+// caller's thread, the hand-off, the sinks (the contract the pump writes to) and the pump,
+// the live statistics, the layer that assembles them, its builder, the HTTP endpoints, and
+// the one-call pipeline.
+mod builder;
+mod capture;
 mod config;
-mod entered;
-mod error_type;
-mod export;
-mod fields;
+#[cfg(any(feature = "prometheus", feature = "init"))]
+mod decode;
+mod handoff;
+#[cfg(feature = "prometheus")]
+mod http;
 mod layer;
-mod live;
+pub mod live;
 pub mod names;
-mod overload;
-mod percent;
-mod record;
-mod registry;
-mod shared;
-mod spans;
+mod pump;
+mod sink;
+mod spelling;
+#[cfg(feature = "init")]
 mod telemetry;
 
-pub use config::{BuildError, Builder};
-pub use layer::SpanMetricsLayer;
-pub use live::health::HealthObjectives;
-pub use shared::SpanMetricsHandle;
+pub use builder::{BuildError, Builder};
+pub use layer::{SpanMetricsHandle, SpanMetricsLayer};
+pub use live::HealthObjectives;
+#[cfg(feature = "init")]
 pub use telemetry::{init, InitError, ShutdownError, Telemetry, TelemetryBuilder, TelemetryGuard};
 
 /// A layer with the default configuration: every span with a `command` field is a command,

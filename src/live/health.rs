@@ -1,8 +1,8 @@
-//! Health objectives and their evaluation over a sliding window.
+//! Health objectives and their evaluation over a sliding window, into a typed [`Health`].
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use super::{json, LiveStats, WindowSpec};
+use super::view::{Check, CheckStatus, Health, HealthStatus, Summary};
 
 /// What `/health` checks, evaluated over a sliding window (default 5 minutes), so the status
 /// recovers by itself once a problem stops.
@@ -108,158 +108,117 @@ impl HealthObjectives {
     }
 }
 
-/// Result of one check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Level {
-    Pass,
-    Warn,
-    Fail,
+/// Higher is worse: `value > warn` warns, `value > fail` fails.
+fn above(value: Option<f64>, warn: f64, fail: f64, unit: &'static str) -> Check {
+    let status = match value {
+        Some(v) if v > fail => CheckStatus::Fail,
+        Some(v) if v > warn => CheckStatus::Warn,
+        _ => CheckStatus::Pass,
+    };
+    check(status, value, warn, fail, unit)
 }
 
-impl Level {
-    fn as_str(self) -> &'static str {
-        match self {
-            Level::Pass => "pass",
-            Level::Warn => "warn",
-            Level::Fail => "fail",
-        }
-    }
-}
-
-struct Check {
-    name: String,
-    level: Level,
+fn check(
+    status: CheckStatus,
     value: Option<f64>,
     warn: f64,
     fail: f64,
     unit: &'static str,
-}
-
-/// Higher is worse: `value > warn` warns, `value > fail` fails.
-fn above(name: String, value: Option<f64>, warn: f64, fail: f64, unit: &'static str) -> Check {
-    let level = match value {
-        Some(v) if v > fail => Level::Fail,
-        Some(v) if v > warn => Level::Warn,
-        _ => Level::Pass,
-    };
+) -> Check {
     Check {
-        name,
-        level,
+        status,
         value,
+        threshold: if status == CheckStatus::Fail {
+            fail
+        } else {
+            warn
+        },
         warn,
         fail,
         unit,
     }
 }
 
-/// The outcome of evaluating every objective.
-pub(crate) struct Evaluation {
-    pub(crate) level: Level,
-    pub(crate) json: String,
-}
-
-/// Evaluates the objectives; `failing_exports` names the OTLP signals currently failing.
+/// Evaluates the objectives on `summary`, taken over [`HealthObjectives`]'s window;
+/// `failing_exports` names the OTLP signals currently failing.
 pub(crate) fn evaluate(
-    live: &LiveStats,
+    summary: &Summary,
     objectives: &HealthObjectives,
     failing_exports: &[&'static str],
-) -> Evaluation {
-    let window = WindowSpec::covering(objectives.window);
-    let summary = live.summary(window);
+) -> Health {
     let mut checks = Vec::new();
-
-    let rate = summary.all.success_rate();
-    let judged = summary.all.calls >= objectives.min_calls;
-    let level = match rate {
-        Some(r) if judged && r < objectives.success_fail => Level::Fail,
-        Some(r) if judged && r < objectives.success_warn => Level::Warn,
-        _ => Level::Pass,
+    let all = &summary.totals;
+    let rate = all.success_rate;
+    let judged = all.calls >= objectives.min_calls;
+    let status = match rate {
+        Some(r) if judged && r < objectives.success_fail => CheckStatus::Fail,
+        Some(r) if judged && r < objectives.success_warn => CheckStatus::Warn,
+        _ => CheckStatus::Pass,
     };
-    checks.push(Check {
-        name: "success_rate".into(),
-        level,
-        value: rate,
-        warn: objectives.success_warn,
-        fail: objectives.success_fail,
-        unit: "ratio",
-    });
+    checks.push((
+        "success_rate".to_owned(),
+        check(
+            status,
+            rate,
+            objectives.success_warn,
+            objectives.success_fail,
+            "ratio",
+        ),
+    ));
     if let Some((warn, fail)) = objectives.p95 {
-        checks.push(above(
-            "p95_latency".into(),
-            summary.all.quantile_seconds(0.95),
-            warn.as_secs_f64(),
-            fail.as_secs_f64(),
-            "seconds",
+        checks.push((
+            "p95_latency".to_owned(),
+            above(all.p95_s, warn.as_secs_f64(), fail.as_secs_f64(), "seconds"),
         ));
     }
     for (command, warn, fail) in &objectives.command_p95 {
-        let value = summary
-            .commands
-            .iter()
-            .find(|c| &*c.name == command)
-            .and_then(|c| c.window.quantile_seconds(0.95));
-        checks.push(above(
+        let value = summary.command(command).and_then(|c| c.p95_s);
+        checks.push((
             format!("p95_latency:{command}"),
-            value,
-            warn.as_secs_f64(),
-            fail.as_secs_f64(),
-            "seconds",
+            above(value, warn.as_secs_f64(), fail.as_secs_f64(), "seconds"),
         ));
     }
     if let Some((warn, fail)) = objectives.in_flight {
-        checks.push(above(
-            "in_flight".into(),
-            Some(summary.active as f64),
-            warn as f64,
-            fail as f64,
-            "commands",
+        checks.push((
+            "in_flight".to_owned(),
+            above(
+                Some(all.in_flight as f64),
+                warn as f64,
+                fail as f64,
+                "commands",
+            ),
         ));
     }
-    checks.push(Check {
-        name: "export".into(),
-        level: if failing_exports.is_empty() {
-            Level::Pass
-        } else {
-            Level::Warn
-        },
-        value: Some(failing_exports.len() as f64),
-        warn: 0.0,
-        fail: f64::INFINITY,
-        unit: "failing exporters",
-    });
-
-    let level = checks.iter().map(|c| c.level).max().unwrap_or(Level::Pass);
-    let status = match level {
-        Level::Pass => "healthy",
-        Level::Warn => "degraded",
-        Level::Fail => "unhealthy",
+    let exports = if failing_exports.is_empty() {
+        CheckStatus::Pass
+    } else {
+        CheckStatus::Warn
     };
-    let json = json::object(|o| {
-        o.str("status", status)
-            .str(
-                "timestamp",
-                &super::api::rfc3339(std::time::SystemTime::now()),
-            )
-            .num("uptime_s", summary.uptime.as_secs_f64())
-            .int("window_s", window.seconds())
-            .int("calls_in_window", summary.all.calls)
-            .object("checks", |o| {
-                for check in &checks {
-                    o.object(&check.name, |o| {
-                        let threshold = if check.level == Level::Fail {
-                            check.fail
-                        } else {
-                            check.warn
-                        };
-                        o.str("status", check.level.as_str())
-                            .opt_num("value", check.value)
-                            .num("threshold", threshold)
-                            .num("warn", check.warn)
-                            .num("fail", check.fail)
-                            .str("unit", check.unit);
-                    });
-                }
-            });
-    });
-    Evaluation { level, json }
+    checks.push((
+        "export".to_owned(),
+        check(
+            exports,
+            Some(failing_exports.len() as f64),
+            0.0,
+            f64::INFINITY,
+            "failing exporters",
+        ),
+    ));
+    let worst = checks
+        .iter()
+        .map(|(_, c)| c.status)
+        .max()
+        .unwrap_or(CheckStatus::Pass);
+    Health {
+        status: match worst {
+            CheckStatus::Pass => HealthStatus::Healthy,
+            CheckStatus::Warn => HealthStatus::Degraded,
+            CheckStatus::Fail => HealthStatus::Unhealthy,
+        },
+        timestamp: SystemTime::now(),
+        uptime_s: summary.uptime_s,
+        window_s: summary.window_s,
+        calls_in_window: all.calls,
+        checks,
+    }
 }

@@ -8,10 +8,38 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use super::InitError;
+use super::error::InitError;
 
 /// Default address of the Prometheus endpoint.
 pub(crate) const DEFAULT_PROMETHEUS_LISTEN: &str = "127.0.0.1:9464";
+
+/// Where the Prometheus endpoint listens unless told: [`DEFAULT_PROMETHEUS_LISTEN`] when it is
+/// built in, else nowhere.
+pub(crate) fn default_prometheus_listen() -> Option<SocketAddr> {
+    if cfg!(feature = "prometheus") {
+        DEFAULT_PROMETHEUS_LISTEN.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// `Ok` when `present`; else the error naming the cargo feature that builds `what` in.
+pub(crate) fn built_in(
+    present: bool,
+    setting: String,
+    what: &'static str,
+    feature: &'static str,
+) -> Result<(), InitError> {
+    if present {
+        Ok(())
+    } else {
+        Err(InitError::NotBuiltIn {
+            setting,
+            what,
+            feature,
+        })
+    }
+}
 
 /// Wire protocol of an OTLP exporter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +56,41 @@ pub(crate) struct OtlpTarget {
     pub(crate) protocol: Protocol,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) timeout: Duration,
+}
+
+impl Protocol {
+    /// gRPC when built in, else HTTP/protobuf.
+    pub(crate) const DEFAULT: Protocol = if cfg!(feature = "otlp-grpc") {
+        Protocol::Grpc
+    } else {
+        Protocol::HttpProtobuf
+    };
+}
+
+impl OtlpTarget {
+    /// An error unless this build can export over the target's protocol.
+    fn check_built_in(&self, signal: &str) -> Result<(), InitError> {
+        let setting = format!(
+            "OTLP {} export to {} ({:?}, OTEL_EXPORTER_OTLP_{signal}_*)",
+            signal.to_lowercase(),
+            self.endpoint,
+            self.protocol
+        );
+        match self.protocol {
+            Protocol::Grpc => built_in(
+                cfg!(feature = "otlp-grpc"),
+                setting,
+                "OTLP over gRPC",
+                "otlp-grpc",
+            ),
+            Protocol::HttpProtobuf => built_in(
+                cfg!(feature = "otlp-http"),
+                setting,
+                "OTLP over HTTP",
+                "otlp-http",
+            ),
+        }
+    }
 }
 
 /// The trace sampler.
@@ -199,6 +262,21 @@ impl Env {
             )?
             .unwrap_or(HistogramAggregation::Base2Exponential);
         let prometheus_listen = self.get("SPANMETRICS_PROMETHEUS_LISTEN", parse_listen)?;
+        if let Some(Some(addr)) = prometheus_listen {
+            built_in(
+                cfg!(feature = "prometheus"),
+                format!("SPANMETRICS_PROMETHEUS_LISTEN={addr}"),
+                "the Prometheus endpoint",
+                "prometheus",
+            )?;
+        }
+        if !sdk_disabled {
+            for (signal, target) in [("TRACES", &traces), ("METRICS", &metrics)] {
+                if let Some(target) = target {
+                    target.check_built_in(signal)?;
+                }
+            }
+        }
         let best_effort = self.get("SPANMETRICS_BEST_EFFORT", parse_bool)?;
         let rust_log = match self.raw("RUST_LOG") {
             None => None,
@@ -240,7 +318,7 @@ impl Env {
         let generic = |suffix: &str| format!("OTEL_EXPORTER_OTLP_{suffix}");
         let protocol = self
             .first(&[&var("PROTOCOL"), &generic("PROTOCOL")], parse_protocol)?
-            .unwrap_or(Protocol::Grpc);
+            .unwrap_or(Protocol::DEFAULT);
         let headers = self
             .first(&[&var("HEADERS"), &generic("HEADERS")], parse_headers)?
             .unwrap_or_default();
@@ -450,7 +528,7 @@ fn parse_key_values(v: &str) -> Parsed<Vec<(String, String)>> {
         }
         out.push((
             key.to_owned(),
-            crate::percent::decode(value.trim(), false).ok_or(EXPECTED)?,
+            crate::decode::percent_decode(value.trim(), false).ok_or(EXPECTED)?,
         ));
     }
     Ok(out)

@@ -7,7 +7,8 @@ use std::time::Duration;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
-use super::prometheus::Server;
+use super::endpoint::Running;
+use super::runtime::ExportRuntime;
 use crate::SpanMetricsHandle;
 
 /// Upper bound on how long shutting down may take before the guard gives up waiting.
@@ -38,40 +39,10 @@ pub enum ShutdownError {
 pub(crate) struct Parts {
     pub(crate) tracer: Option<SdkTracerProvider>,
     pub(crate) meter: Option<SdkMeterProvider>,
-    pub(crate) server: Option<Server>,
+    /// The HTTP endpoints.
+    pub(crate) server: Option<Running>,
     /// The runtime the gRPC exporters run on; stopped last, on the shutdown thread.
     pub(crate) runtime: Option<ExportRuntime>,
-}
-
-/// The tokio runtime of the gRPC exporters. Dropping it shuts it down in the background:
-/// dropping a `Runtime` directly would block, which panics when it happens inside the
-/// caller's own tokio runtime (e.g. when `install` returns an error in `#[tokio::main]`).
-pub(crate) struct ExportRuntime(Option<tokio::runtime::Runtime>);
-
-impl ExportRuntime {
-    pub(crate) fn new(runtime: tokio::runtime::Runtime) -> Self {
-        Self(Some(runtime))
-    }
-
-    /// Makes it the current runtime until the returned guard is dropped.
-    pub(crate) fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
-        self.0.as_ref().map(tokio::runtime::Runtime::enter)
-    }
-
-    /// Stops it, waiting up to `timeout` for its tasks (call only outside any runtime).
-    fn shutdown_timeout(mut self, timeout: Duration) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_timeout(timeout);
-        }
-    }
-}
-
-impl Drop for ExportRuntime {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
 }
 
 /// Returned by [`crate::init`] and [`crate::TelemetryBuilder::install`]: keep it alive for as

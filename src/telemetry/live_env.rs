@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::env::{parse_positive_millis, Env, Parsed};
-use super::InitError;
+use super::error::InitError;
 use crate::HealthObjectives;
 
 /// What the environment sets; `None` leaves the builder's value.

@@ -1,13 +1,36 @@
 //! The export pipeline: one call sets up logging, the spanmetrics layer, OTLP traces and
 //! metrics, the Prometheus endpoint and process metrics, configured by `OTEL_*` variables.
+//!
+//! Every setting is read and checked in every build; in a build that leaves a part out (a
+//! cargo feature off), what only that part would use is left unused.
+#![cfg_attr(
+    not(all(
+        feature = "otlp-grpc",
+        feature = "otlp-http",
+        feature = "prometheus",
+        feature = "http"
+    )),
+    allow(dead_code)
+)]
 
+#[cfg(feature = "prometheus")]
+mod endpoint;
+#[cfg(not(feature = "prometheus"))]
+#[path = "no_endpoint.rs"]
+mod endpoint;
 mod env;
+mod error;
+mod export_stats;
 mod guard;
 mod live_env;
-mod names;
+mod metric_names;
+#[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
 mod otlp;
 mod process;
+#[cfg(feature = "prometheus")]
 mod prometheus;
+mod providers;
+mod runtime;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -15,30 +38,26 @@ use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::Layer as _;
 
-pub use guard::{ShutdownError, TelemetryGuard};
+pub use self::error::InitError;
+pub use self::guard::{ShutdownError, TelemetryGuard};
 
-use self::guard::ExportRuntime;
-
-use self::env::{Env, Protocol, Settings};
+use self::endpoint::Endpoint;
+use self::env::{Env, Settings};
+use self::export_stats::ExportStats;
 use self::live_env::LiveEnv;
-use self::otlp::ExportStats;
-use crate::live::api::Api;
-use crate::live::LiveStats;
-use crate::HealthObjectives;
+#[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
+use self::otlp::build as build_otlp;
+use self::providers::Otlp;
+use crate::live::DEFAULT_SLOW_THRESHOLD;
+use crate::{HealthObjectives, SpanMetricsLayer};
 
 /// Default interval of `/api/stream` summaries.
 const DEFAULT_STREAM_INTERVAL: Duration = Duration::from_secs(1);
-/// Default floor of the slow threshold of `/api/commands/recent?outcome=slow`.
-const DEFAULT_SLOW_THRESHOLD: Duration = Duration::from_millis(100);
-/// Clients of `/api/stream` at a time.
-const MAX_STREAM_CLIENTS: usize = 16;
 
 /// A secret kept out of `Debug` output.
 #[derive(Clone, Default)]
@@ -54,60 +73,6 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Why the pipeline could not be set up. Nothing is installed when this is returned.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum InitError {
-    /// An environment variable has a value that is not accepted.
-    #[error("environment variable {variable}={value:?} is invalid: expected {expected}. Fix or unset it")]
-    InvalidEnv {
-        /// The variable.
-        variable: String,
-        /// Its value.
-        value: String,
-        /// What is accepted.
-        expected: &'static str,
-    },
-    /// An OTLP exporter could not be built.
-    #[error("cannot set up the OTLP {signal} exporter for {endpoint}: {source}. Check the OTEL_EXPORTER_OTLP_* variables")]
-    Exporter {
-        /// `traces` or `metrics`.
-        signal: &'static str,
-        /// The endpoint it was built for.
-        endpoint: String,
-        /// What the exporter reported.
-        source: opentelemetry_otlp::ExporterBuildError,
-    },
-    /// The Prometheus endpoint could not listen on its address.
-    #[error("the Prometheus endpoint cannot listen on {addr}: {source}. Set SPANMETRICS_PROMETHEUS_LISTEN to a free address (port 0 picks one) or to `off`, or SPANMETRICS_BEST_EFFORT=true to start without the endpoint")]
-    PrometheusListen {
-        /// The address.
-        addr: SocketAddr,
-        /// Why binding failed.
-        source: std::io::Error,
-    },
-    /// A background thread or runtime could not be started.
-    #[error("cannot start the telemetry {what}: {source}. The system may be out of threads or file descriptors")]
-    Start {
-        /// What could not be started.
-        what: &'static str,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The directives given to [`TelemetryBuilder::with_default_log_filter`] do not parse
-    /// (checked whether or not `RUST_LOG` is set, so the mistake shows up at once).
-    #[error("the default log filter {directives:?} given to with_default_log_filter is invalid: {message}. Use comma-separated `target=level` directives, e.g. `info` or `my_app=debug,info`")]
-    InvalidDefaultLogFilter {
-        /// The directives.
-        directives: String,
-        /// What the parser reported.
-        message: String,
-    },
-    /// A global `tracing` subscriber is already set (by an earlier `init`, or another crate).
-    #[error("a global tracing subscriber is already installed; call spanmetrics::init() once, at the start of main, instead of other subscriber set-up")]
-    AlreadyInstalled,
-}
-
 /// Sets up everything from the environment.
 ///
 /// | Variable | Accepted values | Default |
@@ -118,7 +83,7 @@ pub enum InitError {
 /// | `OTEL_EXPORTER_OTLP_ENDPOINT` | `http://host:port[/base]`; for HTTP `/v1/traces` and `/v1/metrics` are appended. `https://` is rejected: TLS is not built in, send to a collector or agent nearby over `http://` and let it forward over TLS | unset: **no OTLP export** (the start-up log says how to turn it on) |
 /// | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `…_METRICS_ENDPOINT` | full `http://` URL, used as given | the generic one |
 /// | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER` | `otlp`, `none` (`none`: that signal is not exported over OTLP) | `otlp` |
-/// | `OTEL_EXPORTER_OTLP_PROTOCOL` (and `_TRACES_`/`_METRICS_`) | `grpc`, `http/protobuf` | `grpc` |
+/// | `OTEL_EXPORTER_OTLP_PROTOCOL` (and `_TRACES_`/`_METRICS_`) | `grpc`, `http/protobuf` | `grpc` (`http/protobuf` in a build without the `otlp-grpc` feature) |
 /// | `OTEL_EXPORTER_OTLP_HEADERS` (and `_TRACES_`/`_METRICS_`) | `key=value,…` (values percent-decoded); keys valid HTTP header names, values without control characters | none |
 /// | `OTEL_EXPORTER_OTLP_TIMEOUT` (and `_TRACES_`/`_METRICS_`) | milliseconds > 0 | `10000` |
 /// | `OTEL_EXPORTER_OTLP_COMPRESSION` (and `_TRACES_`/`_METRICS_`) | `none` (compression is not built in) | `none` |
@@ -127,7 +92,7 @@ pub enum InitError {
 /// | `OTEL_METRIC_EXPORT_INTERVAL` | milliseconds > 0 | `60000` |
 /// | `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` | `cumulative`, `delta`, `lowmemory` | `cumulative` |
 /// | `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION` | `base2_exponential_bucket_histogram`, `explicit_bucket_histogram` (100 µs … 60 s) | `base2_exponential_bucket_histogram` |
-/// | `SPANMETRICS_PROMETHEUS_LISTEN` | `host:port` (port `0` picks a free one), `off` (`off`: no Prometheus recorder is built and no global `metrics` recorder installed) | `127.0.0.1:9464` |
+/// | `SPANMETRICS_PROMETHEUS_LISTEN` | `host:port` (port `0` picks a free one), `off` (`off`: no Prometheus recorder is built and no global `metrics` recorder installed) | `127.0.0.1:9464` (off in a build without the `prometheus` feature) |
 /// | `SPANMETRICS_BEST_EFFORT` | `true`, `false` (`true`: a Prometheus address that cannot be listened on is logged as a warning and the rest of the telemetry starts without the endpoint, instead of `InitError::PrometheusListen`) | `TelemetryBuilder::with_best_effort`, else `false` |
 /// | `RUST_LOG` | `tracing` directives; filters only the log output, never the metrics or traces | `TelemetryBuilder::with_default_log_filter`, else `info` |
 /// | `SPANMETRICS_HTTP_TOKEN` | 8…256 printable ASCII characters: bearer token for every endpoint but `/health/live` and `/health/ready` | none |
@@ -408,6 +373,8 @@ impl Installer {
             .build()
     }
 
+    /// The pipeline, in steps: each builds one part; nothing global is installed until every
+    /// part that can fail has been built.
     fn install(mut self) -> Result<TelemetryGuard, InitError> {
         let settings = self.settings.clone();
         let otel = !settings.sdk_disabled;
@@ -415,143 +382,160 @@ impl Installer {
         let metrics_target = settings.metrics.clone().filter(|_| otel);
         let resource = self.resource();
 
-        // Prometheus: bind first, so a busy port is reported before anything is installed.
-        let listen = match self.builder.prometheus_listen {
-            Some(addr) => addr,
-            None => settings
-                .prometheus_listen
-                .unwrap_or_else(|| env::DEFAULT_PROMETHEUS_LISTEN.parse().ok()),
-        };
-        let best_effort = settings
-            .best_effort
-            .or(self.builder.best_effort)
-            .unwrap_or(false);
-        let mut listen_warning = None;
-        let listener = match listen.map(|addr| (addr, TcpListener::bind(addr))) {
-            None => None,
-            Some((_, Ok(listener))) => Some(listener),
-            Some((addr, Err(source))) => {
-                if !best_effort {
-                    return Err(InitError::PrometheusListen { addr, source });
-                }
-                // Logged once the subscriber is installed, so that it reaches the log output.
-                listen_warning = Some(format!(
-                    "the Prometheus endpoint cannot listen on {addr}: {source}"
-                ));
-                None
-            }
-        };
+        let (listener, listen_warning) = self.bind_listener()?;
         // Without the endpoint there is no recorder at all: nothing would ever read it.
-        let recorder = match &listener {
-            Some(_) => {
-                let recorder = Arc::new(prometheus::recorder());
-                prometheus::spawn_upkeep(&recorder).map_err(|source| InitError::Start {
-                    what: "Prometheus upkeep thread",
-                    source,
-                })?;
-                Some(recorder)
-            }
-            None => None,
-        };
-
-        let trace_stats = Arc::new(ExportStats::default());
-        let metric_stats = Arc::new(ExportStats::default());
+        let endpoint = listener.map(Endpoint::new).transpose()?;
+        let stats = ExportStatsPair::default();
         let otlp = build_otlp(
             traces_target.as_ref(),
             metrics_target.as_ref(),
             &settings,
             &resource,
-            &trace_stats,
-            &metric_stats,
+            &stats.traces,
+            &stats.metrics,
         )?;
-
-        // The spanmetrics layer feeds the Prometheus recorder and the OTLP meter provider.
-        let mut layer = self.builder.layer.take().unwrap_or_default();
-        layer = match &recorder {
-            Some(recorder) => layer.with_recorder(Arc::clone(recorder)),
-            None => layer.without_recorder(),
-        };
-        // Live statistics for the HTTP endpoints, when there is a listener to serve them.
-        let live = listener.as_ref().map(|_| {
-            let slow = self
-                .live_env
-                .slow_threshold
-                .or(self.builder.slow_threshold)
-                .unwrap_or(DEFAULT_SLOW_THRESHOLD);
-            Arc::new(LiveStats::new(layer.max_series(), slow))
-        });
-        if let Some(live) = &live {
-            layer = layer.with_live(Arc::clone(live));
-        }
-        layer = match &otlp.meter {
-            Some(provider) => layer.with_meter_provider(provider),
-            None => layer.without_meter(),
-        };
-        let layer = layer.build();
+        let layer = self.spanmetrics_layer(endpoint.as_ref(), &otlp);
         let spanmetrics = layer.handle();
         if let Some(provider) = &otlp.meter {
             use opentelemetry::metrics::MeterProvider as _;
             let meter = provider.meter_with_scope(crate::scope());
             process::register_otel(&meter);
-            otlp::register_export_metrics(&meter, trace_stats.clone(), metric_stats.clone());
+            export_stats::register_export_metrics(
+                &meter,
+                stats.traces.clone(),
+                stats.metrics.clone(),
+            );
         }
-
         // The endpoint starts before anything global is installed, so that its failure
         // leaves nothing behind.
-        let server = match (listener, &recorder) {
-            (Some(listener), Some(recorder)) => {
-                let api = live.map(|live| {
-                    let (traces, metrics) = (trace_stats.clone(), metric_stats.clone());
-                    Arc::new(Api {
-                        live,
-                        spanmetrics: spanmetrics.clone(),
-                        objectives: self
-                            .live_env
-                            .objectives(self.builder.health.clone().unwrap_or_default()),
-                        token: self
-                            .live_env
-                            .token
-                            .clone()
-                            .or_else(|| self.builder.http_token.0.clone()),
-                        failing_exports: Box::new(move || {
-                            [("traces", &traces), ("metrics", &metrics)]
-                                .into_iter()
-                                .filter(|(_, s)| s.is_failing())
-                                .map(|(name, _)| name)
-                                .collect()
-                        }),
-                        stream_interval: self
-                            .live_env
-                            .stream_interval
-                            .or(self.builder.stream_interval)
-                            .unwrap_or(DEFAULT_STREAM_INTERVAL),
-                        max_stream_clients: MAX_STREAM_CLIENTS,
-                        stream_clients: Arc::default(),
-                    })
-                });
-                let scrape = Arc::new(prometheus::Scrape {
-                    api,
-                    handle: recorder.handle(),
-                    recorder: Arc::clone(recorder),
-                    spanmetrics: spanmetrics.clone(),
-                    traces: trace_stats,
-                    metrics: metric_stats,
-                });
-                scrape.describe();
-                Some(
-                    prometheus::Server::start(listener, scrape).map_err(|source| {
-                        InitError::Start {
-                            what: "Prometheus endpoint",
-                            source,
-                        }
-                    })?,
+        let server = endpoint
+            .map(|endpoint| {
+                endpoint.start(
+                    &spanmetrics,
+                    self.token(),
+                    (&stats.traces, &stats.metrics),
+                    #[cfg(feature = "http")]
+                    self.api_settings(),
                 )
-            }
-            _ => None,
-        };
+            })
+            .transpose()?;
+        self.install_subscriber(layer, &otlp)?;
+        if let Some(server) = &server {
+            server.install_global();
+        }
+        install_providers(&otlp);
 
-        // Logs: filtered per layer, so spans still reach the metrics and tracing layers.
-        let directives = settings
+        if let Some(error) = listen_warning {
+            tracing::warn!(target: "spanmetrics::telemetry", "{error}; best-effort mode (SPANMETRICS_BEST_EFFORT): the rest of the telemetry runs without the Prometheus endpoint. Set SPANMETRICS_PROMETHEUS_LISTEN to a free address (port 0 picks one) to get it");
+        }
+        let prometheus_addr = server.as_ref().map(endpoint::Running::addr);
+        // Before the start-up lines, so whoever reads those has seen it too.
+        if let Some(addr) = prometheus_addr {
+            if !addr.ip().is_loopback() && self.token().is_none() {
+                tracing::warn!(target: "spanmetrics::telemetry", "the HTTP endpoints on {addr} are reachable from other hosts and no token is set: anyone who can connect sees the metrics and the dashboard. Set SPANMETRICS_HTTP_TOKEN (or TelemetryBuilder::with_http_token), or listen on 127.0.0.1");
+            }
+        }
+        self.log_start(prometheus_addr);
+        Ok(TelemetryGuard::new(
+            spanmetrics,
+            prometheus_addr,
+            guard::Parts {
+                tracer: otlp.tracer,
+                meter: otlp.meter,
+                server,
+                runtime: otlp.runtime,
+            },
+        ))
+    }
+
+    /// Binds the Prometheus address first, so that a busy port is reported before anything is
+    /// installed; in best-effort mode, a failure is a warning to log once logging is up.
+    fn bind_listener(&self) -> Result<(Option<TcpListener>, Option<String>), InitError> {
+        let listen = match self.builder.prometheus_listen {
+            Some(addr) => addr,
+            None => self
+                .settings
+                .prometheus_listen
+                .unwrap_or_else(env::default_prometheus_listen),
+        };
+        if let Some(addr) = listen {
+            env::built_in(
+                cfg!(feature = "prometheus"),
+                format!("TelemetryBuilder::with_prometheus_listen(Some({addr}))"),
+                "the Prometheus endpoint",
+                "prometheus",
+            )?;
+        }
+        let best_effort = self
+            .settings
+            .best_effort
+            .or(self.builder.best_effort)
+            .unwrap_or(false);
+        match listen.map(|addr| (addr, TcpListener::bind(addr))) {
+            None => Ok((None, None)),
+            Some((_, Ok(listener))) => Ok((Some(listener), None)),
+            Some((addr, Err(source))) if !best_effort => {
+                Err(InitError::PrometheusListen { addr, source })
+            }
+            Some((addr, Err(source))) => Ok((
+                None,
+                Some(format!(
+                    "the Prometheus endpoint cannot listen on {addr}: {source}"
+                )),
+            )),
+        }
+    }
+
+    /// The spanmetrics layer, feeding the Prometheus recorder and the OTLP meter provider,
+    /// with live statistics when there is an endpoint to serve them.
+    fn spanmetrics_layer(&mut self, endpoint: Option<&Endpoint>, otlp: &Otlp) -> SpanMetricsLayer {
+        let mut layer = self.builder.layer.take().unwrap_or_default();
+        layer = match endpoint {
+            Some(endpoint) => endpoint.feed(layer),
+            None => layer.without_recorder(),
+        };
+        if endpoint.is_some() && cfg!(feature = "http") {
+            let slow = self
+                .live_env
+                .slow_threshold
+                .or(self.builder.slow_threshold)
+                .unwrap_or(DEFAULT_SLOW_THRESHOLD);
+            layer = layer.with_live_stats(slow);
+        }
+        layer = match &otlp.meter {
+            Some(provider) => layer.with_meter_provider(provider),
+            None => layer.without_meter(),
+        };
+        layer.build()
+    }
+
+    /// The bearer token of the HTTP endpoints: the environment's, else the builder's.
+    fn token(&self) -> Option<String> {
+        self.live_env
+            .token
+            .clone()
+            .or_else(|| self.builder.http_token.0.clone())
+    }
+
+    #[cfg(feature = "http")]
+    fn api_settings(&self) -> endpoint::ApiSettings {
+        endpoint::ApiSettings {
+            objectives: self
+                .live_env
+                .objectives(self.builder.health.clone().unwrap_or_default()),
+            stream_interval: self
+                .live_env
+                .stream_interval
+                .or(self.builder.stream_interval)
+                .unwrap_or(DEFAULT_STREAM_INTERVAL),
+        }
+    }
+
+    /// Logs filtered per layer (so that spans still reach the metrics and tracing layers), the
+    /// spanmetrics layer and the OpenTelemetry tracing layer, as the global subscriber.
+    fn install_subscriber(&self, layer: SpanMetricsLayer, otlp: &Otlp) -> Result<(), InitError> {
+        let directives = self
+            .settings
             .rust_log
             .clone()
             .or_else(|| self.builder.default_log_filter.clone())
@@ -575,45 +559,7 @@ impl Installer {
             .with(fmt_layer)
             .with(layer)
             .with(otel_layer);
-        tracing::subscriber::set_global_default(subscriber)
-            .map_err(|_| InitError::AlreadyInstalled)?;
-
-        // The global `metrics` recorder only when nobody set one; the OpenTelemetry providers
-        // always (they replace any set before).
-        if let Some(recorder) = &recorder {
-            if metrics::set_global_recorder(Arc::clone(recorder)).is_err() {
-                tracing::debug!(target: "spanmetrics::telemetry", "a global metrics recorder is already set; spanmetrics uses its own Prometheus recorder");
-            }
-        }
-        if let Some(provider) = &otlp.tracer {
-            opentelemetry::global::set_tracer_provider(provider.clone());
-        }
-        if let Some(provider) = &otlp.meter {
-            opentelemetry::global::set_meter_provider(provider.clone());
-        }
-
-        if let Some(error) = listen_warning {
-            tracing::warn!(target: "spanmetrics::telemetry", "{error}; best-effort mode (SPANMETRICS_BEST_EFFORT): the rest of the telemetry runs without the Prometheus endpoint. Set SPANMETRICS_PROMETHEUS_LISTEN to a free address (port 0 picks one) to get it");
-        }
-        let prometheus_addr = server.as_ref().map(|s| s.addr);
-        // Before the start-up lines, so whoever reads those has seen it too.
-        if let Some(addr) = prometheus_addr {
-            let token = self.live_env.token.is_some() || self.builder.http_token.0.is_some();
-            if !addr.ip().is_loopback() && !token {
-                tracing::warn!(target: "spanmetrics::telemetry", "the HTTP endpoints on {addr} are reachable from other hosts and no token is set: anyone who can connect sees the metrics and the dashboard. Set SPANMETRICS_HTTP_TOKEN (or TelemetryBuilder::with_http_token), or listen on 127.0.0.1");
-            }
-        }
-        self.log_start(prometheus_addr);
-        Ok(TelemetryGuard::new(
-            spanmetrics,
-            prometheus_addr,
-            guard::Parts {
-                tracer: otlp.tracer,
-                meter: otlp.meter,
-                server,
-                runtime: otlp.runtime,
-            },
-        ))
+        tracing::subscriber::set_global_default(subscriber).map_err(|_| InitError::AlreadyInstalled)
     }
 
     fn log_start(&self, prometheus: Option<SocketAddr>) {
@@ -658,68 +604,38 @@ impl Installer {
     }
 }
 
-/// The OTLP providers and the runtime their gRPC exporters run on.
-struct Otlp {
-    tracer: Option<SdkTracerProvider>,
-    meter: Option<SdkMeterProvider>,
-    runtime: Option<ExportRuntime>,
+/// The export statistics of both signals.
+#[derive(Default)]
+struct ExportStatsPair {
+    traces: Arc<ExportStats>,
+    metrics: Arc<ExportStats>,
 }
 
-/// Builds the OTLP providers. gRPC exporters need a tokio runtime; they get their own, whose
-/// threads are not traced (so the export machinery never records itself). On an error the
-/// runtime is shut down in the background, so returning the error never panics, even
-/// inside the caller's own tokio runtime.
+/// The OpenTelemetry providers, for each signal exported over OTLP, replacing whatever
+/// global provider was set before.
+fn install_providers(otlp: &Otlp) {
+    if let Some(provider) = &otlp.tracer {
+        opentelemetry::global::set_tracer_provider(provider.clone());
+    }
+    if let Some(provider) = &otlp.meter {
+        opentelemetry::global::set_meter_provider(provider.clone());
+    }
+}
+
+/// No OTLP exporter is built in: no providers.
+#[cfg(not(any(feature = "otlp-grpc", feature = "otlp-http")))]
 fn build_otlp(
-    traces: Option<&env::OtlpTarget>,
-    metrics: Option<&env::OtlpTarget>,
-    settings: &Settings,
-    resource: &Resource,
-    trace_stats: &Arc<ExportStats>,
-    metric_stats: &Arc<ExportStats>,
+    _traces: Option<&env::OtlpTarget>,
+    _metrics: Option<&env::OtlpTarget>,
+    _settings: &Settings,
+    _resource: &Resource,
+    _trace_stats: &Arc<ExportStats>,
+    _metric_stats: &Arc<ExportStats>,
 ) -> Result<Otlp, InitError> {
-    let is_grpc = |t: Option<&env::OtlpTarget>| t.is_some_and(|t| t.protocol == Protocol::Grpc);
-    let runtime = if is_grpc(traces) || is_grpc(metrics) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("spanmetrics-otlp")
-            .on_thread_start(|| {
-                std::mem::forget(tracing::subscriber::set_default(
-                    tracing::subscriber::NoSubscriber::default(),
-                ));
-            })
-            .enable_all()
-            .build()
-            .map_err(|source| InitError::Start {
-                what: "export runtime",
-                source,
-            })?;
-        Some(ExportRuntime::new(runtime))
-    } else {
-        None
-    };
-    // Only the gRPC exporters are built inside the runtime.
-    let in_runtime = |target: &env::OtlpTarget| {
-        runtime
-            .as_ref()
-            .filter(|_| target.protocol == Protocol::Grpc)
-            .and_then(ExportRuntime::enter)
-    };
-    let tracer = traces
-        .map(|t| {
-            let _entered = in_runtime(t);
-            otlp::tracer_provider(t, settings, resource.clone(), trace_stats.clone())
-        })
-        .transpose()?;
-    let meter = metrics
-        .map(|t| {
-            let _entered = in_runtime(t);
-            otlp::meter_provider(Some(t), settings, resource.clone(), metric_stats.clone())
-        })
-        .transpose()?;
     Ok(Otlp {
-        tracer,
-        meter,
-        runtime,
+        tracer: None,
+        meter: None,
+        runtime: None,
     })
 }
 
@@ -797,6 +713,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "otlp-grpc")]
     /// The gRPC runtime is built before the exporters; an exporter error after that must come
     /// back as an `InitError` even inside the caller's tokio runtime, where dropping a runtime
     /// panics ("Cannot drop a runtime in a context where blocking is not allowed").

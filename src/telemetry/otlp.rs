@@ -1,13 +1,17 @@
 //! The OTLP side: a tracer provider and a meter provider exporting over gRPC or HTTP/protobuf,
 //! each exporter wrapped to count failures and log one warning per outage.
 
+#[cfg(feature = "otlp-http")]
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_otlp::WithExportConfig;
+#[cfg(feature = "otlp-http")]
+use opentelemetry_otlp::WithHttpConfig;
+#[cfg(feature = "otlp-grpc")]
+use opentelemetry_otlp::WithTonicConfig;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
@@ -21,55 +25,10 @@ use opentelemetry_sdk::trace::{
 use opentelemetry_sdk::Resource;
 
 use super::env::{HistogramAggregation, OtlpTarget, Protocol, Sampler, Settings, Temporality};
-use super::InitError;
-
-/// Export failure counts of one signal, shared by its exporter and the metrics that report them.
-#[derive(Debug, Default)]
-pub(crate) struct ExportStats {
-    /// Failed export calls.
-    pub(crate) failures: AtomicU64,
-    /// Spans lost (traces only): in failed exports, or refused because the export queue was
-    /// full.
-    pub(crate) dropped_spans: AtomicU64,
-    failing: AtomicBool,
-}
-
-impl ExportStats {
-    /// Whether the latest export of this signal failed.
-    pub(crate) fn is_failing(&self) -> bool {
-        self.failing.load(Ordering::Relaxed)
-    }
-
-    fn observe(&self, signal: &'static str, endpoint: &str, result: &OTelSdkResult, items: usize) {
-        match result {
-            Ok(()) => {
-                if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!(
-                        target: "spanmetrics::telemetry",
-                        "OTLP {signal} export to {endpoint} works again (failed exports so far: {})",
-                        self.failures.load(Ordering::Relaxed)
-                    );
-                }
-            }
-            Err(error) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                if signal == "traces" {
-                    self.dropped_spans
-                        .fetch_add(items as u64, Ordering::Relaxed);
-                }
-                // One warning per outage; the counters say how long it lasted.
-                if !self.failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        target: "spanmetrics::telemetry",
-                        "OTLP {signal} export to {endpoint} failed: {error}. The application \
-                         keeps running; exports are retried every interval, and this is logged \
-                         once until they succeed again"
-                    );
-                }
-            }
-        }
-    }
-}
+use super::error::InitError;
+use super::export_stats::ExportStats;
+use super::providers::Otlp;
+use super::runtime::ExportRuntime;
 
 /// A span exporter that counts failures and dropped spans.
 #[derive(Debug)]
@@ -199,6 +158,7 @@ fn exporter_error<'a>(
     }
 }
 
+#[cfg(feature = "otlp-grpc")]
 /// The gRPC metadata of `headers`, which `env.rs` checked with these same conversions (an
 /// invalid header is an `InitError` there), so none is left out here.
 fn metadata(
@@ -214,6 +174,19 @@ fn metadata(
         })
         .collect();
     opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map)
+}
+
+/// The error for a protocol this build leaves out.
+fn not_built_in(target: &OtlpTarget) -> InitError {
+    InitError::NotBuiltIn {
+        setting: format!("OTLP export to {} ({:?})", target.endpoint, target.protocol),
+        what: "this OTLP protocol",
+        feature: if target.protocol == Protocol::Grpc {
+            "otlp-grpc"
+        } else {
+            "otlp-http"
+        },
+    }
 }
 
 fn sampler(sampler: Sampler) -> opentelemetry_sdk::trace::Sampler {
@@ -236,12 +209,14 @@ pub(crate) fn tracer_provider(
     stats: Arc<ExportStats>,
 ) -> Result<SdkTracerProvider, InitError> {
     let exporter = match target.protocol {
+        #[cfg(feature = "otlp-grpc")]
         Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(target.endpoint.clone())
             .with_timeout(target.timeout)
             .with_metadata(metadata(&target.headers))
             .build(),
+        #[cfg(feature = "otlp-http")]
         Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
@@ -249,6 +224,9 @@ pub(crate) fn tracer_provider(
             .with_timeout(target.timeout)
             .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>())
             .build(),
+        // Refused when the settings were read; kept for builds with one protocol.
+        #[allow(unreachable_patterns)]
+        _ => return Err(not_built_in(target)),
     }
     .map_err(exporter_error("traces", target))?;
     let capacity = span_queue_capacity();
@@ -294,6 +272,7 @@ pub(crate) fn meter_provider(
             Temporality::LowMemory => opentelemetry_sdk::metrics::Temporality::LowMemory,
         };
         let exporter = match target.protocol {
+            #[cfg(feature = "otlp-grpc")]
             Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
                 .with_tonic()
                 .with_temporality(temporality)
@@ -301,6 +280,7 @@ pub(crate) fn meter_provider(
                 .with_timeout(target.timeout)
                 .with_metadata(metadata(&target.headers))
                 .build(),
+            #[cfg(feature = "otlp-http")]
             Protocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
                 .with_http()
                 .with_temporality(temporality)
@@ -309,6 +289,8 @@ pub(crate) fn meter_provider(
                 .with_timeout(target.timeout)
                 .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>())
                 .build(),
+            #[allow(unreachable_patterns)]
+            _ => return Err(not_built_in(target)),
         }
         .map_err(exporter_error("metrics", target))?;
         let reader = PeriodicReader::builder(WatchedMetrics {
@@ -339,32 +321,75 @@ pub(crate) fn meter_provider(
     Ok(builder.build())
 }
 
-/// Observable counters reporting the export failure counts through `meter`.
-pub(crate) fn register_export_metrics(
-    meter: &opentelemetry::metrics::Meter,
-    traces: Arc<ExportStats>,
-    metrics: Arc<ExportStats>,
-) {
-    let (t, m) = (traces.clone(), metrics);
-    meter
-        .u64_observable_counter(crate::telemetry::names::OTEL_EXPORT_FAILURES)
-        .with_description("Failed OTLP export calls, by signal.")
-        .with_callback(move |observer| {
-            observer.observe(
-                t.failures.load(Ordering::Relaxed),
-                &[KeyValue::new("signal", "traces")],
-            );
-            observer.observe(
-                m.failures.load(Ordering::Relaxed),
-                &[KeyValue::new("signal", "metrics")],
-            );
+/// Builds the OTLP providers. gRPC exporters need a tokio runtime; they get their own, whose
+/// threads are not traced (so the export machinery never records itself). On an error the
+/// runtime is shut down in the background, so returning the error never panics, even
+/// inside the caller's own tokio runtime.
+pub(crate) fn build(
+    traces: Option<&OtlpTarget>,
+    metrics: Option<&OtlpTarget>,
+    settings: &Settings,
+    resource: &Resource,
+    trace_stats: &Arc<ExportStats>,
+    metric_stats: &Arc<ExportStats>,
+) -> Result<Otlp, InitError> {
+    #[cfg(feature = "otlp-grpc")]
+    let runtime = export_runtime(traces, metrics)?;
+    #[cfg(not(feature = "otlp-grpc"))]
+    let runtime: Option<ExportRuntime> = None;
+    // Only the gRPC exporters are built inside the runtime.
+    #[cfg(feature = "otlp-grpc")]
+    let in_runtime = |target: &OtlpTarget| {
+        runtime
+            .as_ref()
+            .filter(|_| target.protocol == Protocol::Grpc)
+            .and_then(ExportRuntime::enter)
+    };
+    #[cfg(not(feature = "otlp-grpc"))]
+    let in_runtime = |_: &OtlpTarget| ();
+    let tracer = traces
+        .map(|t| {
+            let _entered = in_runtime(t);
+            tracer_provider(t, settings, resource.clone(), trace_stats.clone())
         })
-        .build();
-    meter
-        .u64_observable_counter(crate::telemetry::names::OTEL_DROPPED_SPANS)
-        .with_description("Spans lost: their OTLP export failed, or the export queue was full.")
-        .with_callback(move |observer| {
-            observer.observe(traces.dropped_spans.load(Ordering::Relaxed), &[]);
+        .transpose()?;
+    let meter = metrics
+        .map(|t| {
+            let _entered = in_runtime(t);
+            meter_provider(Some(t), settings, resource.clone(), metric_stats.clone())
         })
-        .build();
+        .transpose()?;
+    Ok(Otlp {
+        tracer,
+        meter,
+        runtime,
+    })
+}
+
+/// The runtime for the gRPC exporters, when a signal is exported over gRPC.
+#[cfg(feature = "otlp-grpc")]
+fn export_runtime(
+    traces: Option<&OtlpTarget>,
+    metrics: Option<&OtlpTarget>,
+) -> Result<Option<ExportRuntime>, InitError> {
+    let is_grpc = |t: Option<&OtlpTarget>| t.is_some_and(|t| t.protocol == Protocol::Grpc);
+    Ok(if is_grpc(traces) || is_grpc(metrics) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("spanmetrics-otlp")
+            .on_thread_start(|| {
+                std::mem::forget(tracing::subscriber::set_default(
+                    tracing::subscriber::NoSubscriber::default(),
+                ));
+            })
+            .enable_all()
+            .build()
+            .map_err(|source| InitError::Start {
+                what: "export runtime",
+                source,
+            })?;
+        Some(ExportRuntime::new(runtime))
+    } else {
+        None
+    })
 }

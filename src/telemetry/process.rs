@@ -7,7 +7,7 @@ use metrics::{Key, Label, Recorder};
 use opentelemetry::metrics::Meter;
 use opentelemetry::KeyValue;
 
-use super::names;
+use super::metric_names as names;
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on every Linux ABI).
 const TICKS_PER_SECOND: f64 = 100.0;

@@ -1,6 +1,14 @@
-//! The hot path: a `tracing_subscriber::Layer` that times command spans and hands finished
-//! measurements to the background thread. Per span it keeps one small struct in the span's
-//! extensions; per record it does one uncontended ring write.
+//! The layer: the `tracing_subscriber::Layer` callbacks that run on the caller's thread. Each
+//! reads the callsite's cached decision, keeps a command span's state in the span table (the
+//! span's extensions when the table is full), and at close hands one record to this thread's
+//! ring. The parts it is built from are in [`crate::capture`] and [`crate::handoff`]; the
+//! background side in [`crate::pump`].
+
+mod background;
+pub(crate) mod engine;
+mod handle;
+
+pub use self::handle::SpanMetricsHandle;
 
 use std::fmt;
 use std::sync::Arc;
@@ -11,32 +19,16 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::callsite::{Callsite, SpanSite};
-use crate::config::Config;
-use crate::entered;
-use crate::error_type::leading_identifier;
-use crate::export;
-use crate::fields::{Collected, Collector, OutcomeField, MAX_LABELS};
+use self::engine::{Engine, Targets};
+use crate::capture::callsite::{Callsite, SpanSite};
+use crate::capture::entered;
+use crate::capture::error_type::leading_identifier;
+use crate::capture::fields::{Collected, Collector, OutcomeField};
+use crate::capture::spans::{Closed, ErrorSource, SeriesId, SpanState, Spilled, NO_SLOT};
+use crate::config::{Config, MAX_LABELS};
+use crate::handoff::forwarding::is_forwarding;
+use crate::handoff::record::Record;
 use crate::names;
-use crate::record::Record;
-use crate::shared::{spawn_background, Shared, SpanMetricsHandle};
-use crate::spans::{Closed, ErrorSource, Series, SpanState, NO_SLOT};
-
-/// Command-span states of the layers whose table had no room, kept in the span's extensions
-/// (one extension per type, so one list for every layer on the subscriber, keyed by layer).
-#[derive(Default)]
-struct Spilled(Vec<(u64, SpanState)>);
-
-impl Spilled {
-    fn get(&self, layer: u64) -> Option<&SpanState> {
-        self.0.iter().find(|(l, _)| *l == layer).map(|(_, s)| s)
-    }
-
-    fn take(&mut self, layer: u64) -> Option<SpanState> {
-        let i = self.0.iter().position(|(l, _)| *l == layer)?;
-        Some(self.0.swap_remove(i).1)
-    }
-}
 
 /// A `tracing_subscriber::Layer` that turns command spans into metrics.
 ///
@@ -44,14 +36,14 @@ impl Spilled {
 /// Keep a [`SpanMetricsHandle`] (from [`SpanMetricsLayer::handle`]) to flush on demand.
 #[must_use = "a layer does nothing unless added to a subscriber"]
 pub struct SpanMetricsLayer {
-    shared: Arc<Shared>,
+    engine: Arc<Engine>,
 }
 
 impl fmt::Debug for SpanMetricsLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpanMetricsLayer")
-            .field("selection", &self.shared.config.selection)
-            .field("callsites", &self.shared.callsites)
+            .field("selection", &self.engine.config.selection)
+            .field("callsites", &self.engine.callsites)
             .finish_non_exhaustive()
     }
 }
@@ -62,24 +54,24 @@ impl SpanMetricsLayer {
         crate::Builder::default()
     }
 
-    pub(crate) fn new(config: Config) -> Self {
-        let shared = Arc::new_cyclic(|weak| Shared::new(config, weak));
-        spawn_background(&shared);
-        Self { shared }
+    pub(crate) fn new(config: Config, targets: Targets) -> Self {
+        let engine = Arc::new_cyclic(|weak| Engine::new(config, targets, weak));
+        background::spawn(&engine);
+        Self { engine }
     }
 
     /// A handle for flushing; it keeps the background side alive while held.
     pub fn handle(&self) -> SpanMetricsHandle {
         SpanMetricsHandle {
-            shared: Arc::clone(&self.shared),
+            engine: Arc::clone(&self.engine),
         }
     }
 
     fn span_site(&self, meta: &'static Metadata<'static>) -> Option<&SpanSite> {
         match self
-            .shared
+            .engine
             .callsites
-            .get_or_classify(meta, &self.shared.config.selection)
+            .get_or_classify(meta, &self.engine.config.selection)
         {
             Callsite::Span(site) => Some(site),
             _ => None,
@@ -88,9 +80,9 @@ impl SpanMetricsLayer {
 
     /// The entry for the collected values, falling back to `base` (the span's current entry)
     /// for values not collected, and to the span name for the command.
-    fn resolve(&self, site: &SpanSite, collected: &Collected, base: Option<Series>) -> Series {
-        let registry = &self.shared.registry;
-        let base = base.map(|series| registry.entry(series.entry));
+    fn resolve(&self, site: &SpanSite, collected: &Collected, base: Option<SeriesId>) -> SeriesId {
+        let catalog = &self.engine.catalog;
+        let base = base.map(|series| catalog.entry(series.entry));
         // An empty `command` value names nothing: fall back as if it were absent.
         let given = collected
             .command
@@ -99,10 +91,10 @@ impl SpanMetricsLayer {
             .filter(|c| !c.is_empty());
         let command = match (given, base) {
             (Some(c), _) => c,
-            (None, Some(base)) => registry.command(base.command).name.as_ref(),
+            (None, Some(base)) => catalog.command(base.command).name.as_ref(),
             (None, None) => site.name,
         };
-        let count = self.shared.config.selection.labels.len();
+        let count = self.engine.config.selection.labels.len();
         let mut labels: [Option<&str>; MAX_LABELS] = [None; MAX_LABELS];
         for (i, slot) in labels.iter_mut().enumerate().take(count) {
             *slot = match (&collected.labels[i], base) {
@@ -111,18 +103,18 @@ impl SpanMetricsLayer {
                 (None, None) => None,
             };
         }
-        let (entry, command) = registry.resolve(site, command, &labels[..count]);
-        Series { entry, command }
+        let (entry, command) = catalog.resolve(site, command, &labels[..count]);
+        SeriesId { entry, command }
     }
 
     /// What an `outcome`, `otel.status_code` or `error.type` field on the span says.
     fn apply_outcome(&self, state: &SpanState, collected: &Collected) {
         let failed = collected.outcome.map(|o| o == OutcomeField::Error);
         let error_type = collected.error_type.as_ref().map(|text| {
-            let id = self.shared.registry.intern_error_type(
+            let id = self.engine.catalog.intern_error_type(
                 state.series().command,
                 text.as_str(),
-                self.shared.config.max_error_types,
+                self.engine.config.max_error_types,
             );
             (id, ErrorSource::SpanField)
         });
@@ -142,17 +134,17 @@ impl SpanMetricsLayer {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        if let Some(state) = self.shared.spans.get(id.into_u64()) {
+        if let Some(state) = self.engine.spans.get(id.into_u64()) {
             return Some(f(state));
         }
-        if !self.shared.spans.any_spilled() {
+        if !self.engine.spans.any_spilled() {
             return None;
         }
         let span = ctx.span(id)?;
         let extensions = span.extensions();
         extensions
             .get::<Spilled>()?
-            .get(self.shared.buffers.id())
+            .get(self.engine.buffers.id())
             .map(f)
     }
 
@@ -161,18 +153,18 @@ impl SpanMetricsLayer {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        if let Some(closed) = self.shared.spans.remove(id.into_u64()) {
+        if let Some(closed) = self.engine.spans.remove(id.into_u64()) {
             return Some(closed);
         }
-        if !self.shared.spans.any_spilled() {
+        if !self.engine.spans.any_spilled() {
             return None;
         }
         let span = ctx.span(id)?;
         let state = span
             .extensions_mut()
             .get_mut::<Spilled>()?
-            .take(self.shared.buffers.id())?;
-        self.shared.spans.unspilled();
+            .take(self.engine.buffers.id())?;
+        self.engine.spans.unspilled();
         Some(state.into_closed())
     }
 }
@@ -194,9 +186,9 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
-        self.shared
+        self.engine
             .callsites
-            .get_or_classify(meta, &self.shared.config.selection);
+            .get_or_classify(meta, &self.engine.config.selection);
         Interest::always()
     }
 
@@ -204,10 +196,10 @@ where
         let Some(site) = self.span_site(attrs.metadata()) else {
             return;
         };
-        let start = self.shared.clock.raw();
+        let start = self.engine.clock.raw();
         collect!(collected, &site.roles, attrs);
         let series = self.resolve(site, &collected, None);
-        if let Some(state) = self.shared.spans.insert(id.into_u64(), series, start) {
+        if let Some(state) = self.engine.spans.insert(id.into_u64(), series, start) {
             self.apply_outcome(state, &collected);
         } else {
             // More command spans in flight than the table holds: the slow path.
@@ -221,11 +213,11 @@ where
                 extensions.insert(Spilled::default());
             }
             if let Some(spilled) = extensions.get_mut::<Spilled>() {
-                spilled.0.push((self.shared.buffers.id(), state));
-                self.shared.spans.spilled();
+                spilled.0.push((self.engine.buffers.id(), state));
+                self.engine.spans.spilled();
             }
         }
-        self.shared.buffers.add_active(series.command, 1);
+        self.engine.buffers.add_active(series.command, 1);
     }
 
     fn on_record(&self, id: &Id, values: &SpanRecord<'_>, ctx: Context<'_, S>) {
@@ -249,41 +241,41 @@ where
             moved
         });
         if let Some(Some((from, to))) = moved {
-            self.shared.buffers.add_active(from, -1);
-            self.shared.buffers.add_active(to, 1);
+            self.engine.buffers.add_active(from, -1);
+            self.engine.buffers.add_active(to, 1);
         }
     }
 
     fn on_enter(&self, id: &Id, _ctx: Context<'_, S>) {
-        if !self.shared.config.busy_time {
+        if !self.engine.config.busy_time {
             return;
         }
         let id = id.into_u64();
-        let slot = match self.shared.spans.find(id) {
+        let slot = match self.engine.spans.find(id) {
             Some(slot) => slot,
             // With spans spilled to extensions, the exit decides, to keep the registry look-up
             // off this path.
-            None if self.shared.spans.any_spilled() => NO_SLOT,
+            None if self.engine.spans.any_spilled() => NO_SLOT,
             // Not a command span: nothing to time.
             None => return,
         };
         // The time goes on this thread's stack; the exit (on this same thread) adds it up.
-        entered::enter(self.shared.buffers.id(), id, slot, self.shared.clock.raw());
+        entered::enter(self.engine.buffers.id(), id, slot, self.engine.clock.raw());
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        if !self.shared.config.busy_time {
+        if !self.engine.config.busy_time {
             return;
         }
-        let Some((entered_at, slot)) = entered::exit(self.shared.buffers.id(), id.into_u64())
+        let Some((entered_at, slot)) = entered::exit(self.engine.buffers.id(), id.into_u64())
         else {
             return;
         };
         let busy = self
-            .shared
+            .engine
             .clock
-            .delta_as_nanos(entered_at, self.shared.clock.raw());
-        match self.shared.spans.get_at(slot, id.into_u64()) {
+            .delta_as_nanos(entered_at, self.engine.clock.raw());
+        match self.engine.spans.get_at(slot, id.into_u64()) {
             Some(state) => state.add_busy(busy),
             None => {
                 self.with_state(id, &ctx, |state| state.add_busy(busy));
@@ -294,15 +286,15 @@ where
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
         let Callsite::Event(site) = self
-            .shared
+            .engine
             .callsites
-            .get_or_classify(meta, &self.shared.config.selection)
+            .get_or_classify(meta, &self.engine.config.selection)
         else {
             return;
         };
         // An event a sink emits while records are forwarded on this thread is not the
         // application's: it must not fail the command the thread happens to be in.
-        if export::is_forwarding() {
+        if is_forwarding() {
             return;
         }
         if event.is_root() {
@@ -310,8 +302,8 @@ where
         }
         collect!(collected, &site.roles, event);
         // The time only for a mark: an error event needs no clock read.
-        let now = collected.mark.is_some().then(|| self.shared.clock.raw());
-        let registry = &self.shared.registry;
+        let now = collected.mark.is_some().then(|| self.engine.clock.raw());
+        let catalog = &self.engine.catalog;
         let apply = |state: &SpanState| {
             let command = state.series().command;
             if site.is_error {
@@ -323,10 +315,10 @@ where
                         }
                         (None, None) => names::DEFAULT_ERROR_TYPE,
                     };
-                    let id = registry.intern_error_type(
+                    let id = catalog.intern_error_type(
                         command,
                         text,
-                        self.shared.config.max_error_types,
+                        self.engine.config.max_error_types,
                     );
                     (id, ErrorSource::Event)
                 });
@@ -335,8 +327,8 @@ where
             let (mark, now) = (collected.mark.as_ref()?, now?);
             Some(Record::Marked {
                 command,
-                mark: registry.marks.intern(mark.as_str()),
-                elapsed_ns: self.shared.clock.delta_as_nanos(state.start(), now),
+                mark: catalog.marks.intern(mark.as_str()),
+                elapsed_ns: self.engine.clock.delta_as_nanos(state.start(), now),
             })
         };
         // Usually the event's own span (its explicit parent, or the current span) is the
@@ -346,7 +338,7 @@ where
         } else {
             event.parent().cloned()
         };
-        let found = match own.and_then(|id| self.shared.spans.get(id.into_u64())) {
+        let found = match own.and_then(|id| self.engine.spans.get(id.into_u64())) {
             Some(state) => Some(apply(state)),
             None => ctx.event_scope(event).and_then(|scope| {
                 // The nearest enclosing command span is the one the event belongs to.
@@ -357,7 +349,7 @@ where
         };
         // Handed over outside the state: handing over may wait when overloaded.
         if let Some(Some(marked)) = found {
-            self.shared.record(marked);
+            self.engine.record(marked);
         }
     }
 
@@ -365,36 +357,36 @@ where
         let Some(mut state) = self.take_state(&id, &ctx) else {
             return;
         };
-        let now = self.shared.clock.raw();
-        if let Some(entered_at) = entered::close(self.shared.buffers.id(), id.into_u64()) {
+        let now = self.engine.clock.raw();
+        if let Some(entered_at) = entered::close(self.engine.buffers.id(), id.into_u64()) {
             // Closed while still entered here (a leaked guard, or unwinding).
-            let busy = self.shared.clock.delta_as_nanos(entered_at, now);
+            let busy = self.engine.clock.delta_as_nanos(entered_at, now);
             state.busy_ns = state.busy_ns.saturating_add(busy);
         }
-        let registry = &self.shared.registry;
+        let catalog = &self.engine.catalog;
         let command = state.command;
         let error = if std::thread::panicking() {
-            Some(registry.intern_error_type(
+            Some(catalog.intern_error_type(
                 command,
                 names::PANIC_ERROR_TYPE,
-                self.shared.config.max_error_types,
+                self.engine.config.max_error_types,
             ))
         } else if state.failed {
             Some(state.error_type.unwrap_or_else(|| {
-                registry.intern_error_type(
+                catalog.intern_error_type(
                     command,
                     names::DEFAULT_ERROR_TYPE,
-                    self.shared.config.max_error_types,
+                    self.engine.config.max_error_types,
                 )
             }))
         } else {
             None
         };
-        let duration_ns = self.shared.clock.delta_as_nanos(state.start, now);
-        if let Some(live) = &self.shared.config.live {
-            live.on_close(&id, command, error, duration_ns);
+        let duration_ns = self.engine.clock.delta_as_nanos(state.start, now);
+        if let Some(notables) = &self.engine.notables {
+            notables.on_close(&id, command, error, duration_ns);
         }
-        self.shared.record_closing(
+        self.engine.record_closing(
             command,
             Record::Finished {
                 entry: state.entry,

@@ -2,7 +2,7 @@
 //! single-producer ring per layer, so a record is one uncontended write with no lock, no
 //! allocation and no shared cache line, and its own in-flight counts, which only it writes.
 //! The background thread drains all rings and sums the counts. What a full or missing ring
-//! leads to is in [`crate::overload`].
+//! leads to is in [`super::overload`].
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -11,8 +11,8 @@ use std::thread::Thread;
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use crate::overload::{Overload, Waiter};
-use crate::record::{PushError, Record};
+use super::overload::{Overload, Waiter};
+use super::record::{PushError, Record};
 
 /// Commands in flight, counted per command id by one thread: started minus finished there. A
 /// span finished on another thread counts there, so one thread's count can be negative; the

@@ -3,7 +3,7 @@
 //! entering, exiting and closing a command span then takes no lock, allocates nothing and needs
 //! no registry look-up (an extension costs an allocation, a lock and a map look-up each time,
 //! about 60 ns per span on the machine in `BENCHMARKS.md`). A span that finds no free slot
-//! keeps the same state in its extensions instead: slower, same results.
+//! keeps the same state in its extensions instead ([`Spilled`]): slower, same results.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -65,26 +65,26 @@ pub(crate) struct Closed {
 }
 
 impl SpanState {
-    pub(crate) fn new(series: Series, start: u64) -> Self {
+    pub(crate) fn new(series: SeriesId, start: u64) -> Self {
         let state = Self::default();
         state.reset(series, start);
         state
     }
 
-    fn reset(&self, series: Series, start: u64) {
+    fn reset(&self, series: SeriesId, start: u64) {
         self.series.store(series.pack(), Ordering::Relaxed);
         self.outcome.store(0, Ordering::Relaxed);
         self.start.store(start, Ordering::Relaxed);
         self.busy_ns.store(0, Ordering::Relaxed);
     }
 
-    pub(crate) fn series(&self) -> Series {
-        Series::unpack(self.series.load(Ordering::Relaxed))
+    pub(crate) fn series(&self) -> SeriesId {
+        SeriesId::unpack(self.series.load(Ordering::Relaxed))
     }
 
     /// Moves the span to another series; returns the one it was in.
-    pub(crate) fn set_series(&self, series: Series) -> Series {
-        Series::unpack(self.series.swap(series.pack(), Ordering::Relaxed))
+    pub(crate) fn set_series(&self, series: SeriesId) -> SeriesId {
+        SeriesId::unpack(self.series.swap(series.pack(), Ordering::Relaxed))
     }
 
     pub(crate) fn start(&self) -> u64 {
@@ -157,12 +157,12 @@ fn source_of(word: u32) -> ErrorSource {
 
 /// A series entry and its command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Series {
+pub(crate) struct SeriesId {
     pub(crate) entry: u32,
     pub(crate) command: u32,
 }
 
-impl Series {
+impl SeriesId {
     fn pack(self) -> u64 {
         u64::from(self.command) << 32 | u64::from(self.entry)
     }
@@ -209,7 +209,7 @@ impl SpanTable {
 
     /// Stores a new span's state. `None` if its group is full: keep it elsewhere, and call
     /// [`SpanTable::spilled`] so look-ups know to search there.
-    pub(crate) fn insert(&self, id: u64, series: Series, start: u64) -> Option<&SpanState> {
+    pub(crate) fn insert(&self, id: u64, series: SeriesId, start: u64) -> Option<&SpanState> {
         if id == CLAIMED {
             return None;
         }
@@ -298,6 +298,22 @@ impl std::fmt::Debug for SpanTable {
     }
 }
 
+/// Command-span states of the layers whose table had no room, kept in the span's extensions
+/// (one extension per type, so one list for every layer on the subscriber, keyed by layer).
+#[derive(Default)]
+pub(crate) struct Spilled(pub(crate) Vec<(u64, SpanState)>);
+
+impl Spilled {
+    pub(crate) fn get(&self, layer: u64) -> Option<&SpanState> {
+        self.0.iter().find(|(l, _)| *l == layer).map(|(_, s)| s)
+    }
+
+    pub(crate) fn take(&mut self, layer: u64) -> Option<SpanState> {
+        let i = self.0.iter().position(|(l, _)| *l == layer)?;
+        Some(self.0.swap_remove(i).1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,7 +327,7 @@ mod tests {
             .filter(|&id| SpanTable::group(id) == group)
             .take(GROUP + 1)
             .collect();
-        let series = |entry| Series { entry, command: 7 };
+        let series = |entry| SeriesId { entry, command: 7 };
         for (n, &id) in same.iter().take(GROUP).enumerate() {
             assert!(table.insert(id, series(n as u32), 10 + n as u64).is_some());
         }
@@ -336,7 +352,7 @@ mod tests {
     #[test]
     fn the_outcome_word_keeps_the_higher_source() {
         let state = SpanState::new(
-            Series {
+            SeriesId {
                 entry: 1,
                 command: 1,
             },
@@ -361,7 +377,7 @@ mod tests {
             "the type is kept for a later error"
         );
         let fresh = SpanState::new(
-            Series {
+            SeriesId {
                 entry: 1,
                 command: 1,
             },

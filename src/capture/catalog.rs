@@ -1,4 +1,4 @@
-//! Interning of commands, series keys (command + label values), error types and marks into
+//! The catalog: interning of commands, series keys (command + label values), error types and marks into
 //! small integer ids, with the cardinality caps applied here so nothing grows without bound.
 //! Reads are lock-free (append-only vectors); a lock is taken only to add a new value.
 
@@ -8,13 +8,13 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 
-use crate::callsite::SpanSite;
+use super::callsite::SpanSite;
 
 /// Id of the overflow entry, which collects every series beyond the cap.
 pub(crate) const OVERFLOW_ENTRY: u32 = 0;
 /// Id of the overflow command (the command of [`OVERFLOW_ENTRY`]).
 pub(crate) const OVERFLOW_COMMAND: u32 = 0;
-/// Keys kept per series of the cap (see [`Registry::new`]).
+/// Keys kept per series of the cap (see [`Catalog::new`]).
 pub(crate) const KEYS_PER_SERIES: usize = 4;
 /// Keys kept beyond that, so that a small cap still leaves room for passing keys.
 const KEYS_SLACK: usize = 64;
@@ -145,7 +145,7 @@ impl Entry {
 
 /// All interned values of one layer.
 #[derive(Debug)]
-pub(crate) struct Registry {
+pub(crate) struct Catalog {
     commands: boxcar::Vec<Command>,
     entries: boxcar::Vec<Entry>,
     command_index: Mutex<HashMap<Box<str>, u32>>,
@@ -167,7 +167,7 @@ fn key_hash(command: &str, labels: &[Option<&str>]) -> u64 {
     h.finish()
 }
 
-impl Registry {
+impl Catalog {
     /// The id of error type `text` for `command`: `_OTHER` once the command has used
     /// `max_per_command` others. Called on the error path only.
     pub(crate) fn intern_error_type(
@@ -225,7 +225,7 @@ impl Registry {
             .saturating_mul(KEYS_PER_SERIES)
             .saturating_add(KEYS_SLACK);
         let max_commands = max_series.saturating_add(COMMANDS_SLACK);
-        let registry = Self {
+        let catalog = Self {
             commands: boxcar::Vec::new(),
             entries: boxcar::Vec::new(),
             command_index: Mutex::new(HashMap::new()),
@@ -235,27 +235,27 @@ impl Registry {
             max_entries,
             max_commands,
         };
-        registry.commands.push(Command::new(crate::names::OTHER));
-        registry.entries.push(Entry {
+        catalog.commands.push(Command::new(crate::names::OTHER));
+        catalog.entries.push(Entry {
             command: OVERFLOW_COMMAND,
             name: crate::names::OTHER.into(),
             labels: Box::new([]),
         });
-        registry
+        catalog
     }
 
     pub(crate) fn command(&self, id: u32) -> &Command {
         self.commands
             .get(id as usize)
             .or_else(|| self.commands.get(OVERFLOW_COMMAND as usize))
-            .expect("the overflow command is added in Registry::new")
+            .expect("the overflow command is added in Catalog::new")
     }
 
     pub(crate) fn entry(&self, id: u32) -> &Entry {
         self.entries
             .get(id as usize)
             .or_else(|| self.entries.get(OVERFLOW_ENTRY as usize))
-            .expect("the overflow entry is added in Registry::new")
+            .expect("the overflow entry is added in Catalog::new")
     }
 
     /// The entry for this command and label values, and its command; [`OVERFLOW_ENTRY`] once
@@ -338,7 +338,7 @@ impl Registry {
         id
     }
 
-    /// The id of command `name`; `None` once [`Registry::max_commands`] commands exist.
+    /// The id of command `name`; `None` once [`Catalog::max_commands`] commands exist.
     fn intern_command(&self, name: &str) -> Option<u32> {
         let mut index = self
             .command_index
@@ -358,8 +358,8 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::{Registry, COMMANDS_SLACK, OVERFLOW_ENTRY};
-    use crate::callsite::Callsite;
+    use super::{Catalog, COMMANDS_SLACK, OVERFLOW_ENTRY};
+    use crate::capture::callsite::Callsite;
     use crate::config::Selection;
 
     #[test]
@@ -384,13 +384,13 @@ mod tests {
         let Callsite::Span(site) = Callsite::classify(&META, &selection) else {
             panic!("a span with a command field is a command");
         };
-        let registry = Registry::new(2, 8);
+        let catalog = Catalog::new(2, 8);
         let kept = (0..100)
-            .map(|i| registry.resolve(&site, &format!("c{i}"), &[]).0)
+            .map(|i| catalog.resolve(&site, &format!("c{i}"), &[]).0)
             .filter(|&entry| entry != OVERFLOW_ENTRY)
             .count();
         assert_eq!(kept, 2 + COMMANDS_SLACK);
-        let again = registry.resolve(&site, "c0", &[]).0;
+        let again = catalog.resolve(&site, "c0", &[]).0;
         assert_ne!(again, OVERFLOW_ENTRY, "a kept command stays kept");
     }
 }

@@ -14,8 +14,9 @@ use http_body_util::BodyExt as _;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 
-use super::api::{self, Api, Body};
-use super::{LiveStats, WindowSpec};
+use super::query::{unknown_window, window};
+use super::response::{error, Body};
+use crate::live::{LiveStats, Window};
 
 /// Accepted stream intervals, in milliseconds.
 const INTERVAL_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
@@ -30,10 +31,8 @@ impl Drop for Permit {
 }
 
 struct SummaryStream {
-    live: Arc<LiveStats>,
-    spanmetrics: crate::SpanMetricsHandle,
-    window_name: String,
-    window: WindowSpec,
+    live: LiveStats,
+    window: Window,
     interval: tokio::time::Interval,
     first: bool,
     _permit: Permit,
@@ -50,18 +49,17 @@ impl http_body::Body for SummaryStream {
         match self.interval.poll_tick(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(_) => {
-                self.spanmetrics.flush();
                 let mut text = String::new();
                 if self.first {
                     text.push_str("retry: 2000\n\n");
                     self.first = false;
                 }
                 text.push_str("event: summary\ndata: ");
-                text.push_str(&api::summary_json(
-                    &self.live,
-                    &self.window_name,
-                    self.window,
-                ));
+                let summary = self.live.summary(self.window);
+                match serde_json::to_string(&summary) {
+                    Ok(json) => text.push_str(&json),
+                    Err(_) => text.push_str("null"),
+                }
                 text.push_str("\n\n");
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from(text)))))
             }
@@ -70,33 +68,37 @@ impl http_body::Body for SummaryStream {
 }
 
 /// Starts a stream, or answers why not.
-pub(crate) fn stream(api: &Api, params: &[(&str, String)]) -> Response<Body> {
+/// `clients` is the number of streams open now and the most allowed.
+pub(crate) fn stream(
+    live: &LiveStats,
+    default_interval: Duration,
+    (clients, max_clients): (&Arc<AtomicUsize>, usize),
+    params: &[(&str, String)],
+) -> Response<Body> {
     let get = |name: &str| {
         params
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
     };
-    let window_name = get("window").unwrap_or("1m");
-    let Some(window) = api::window(window_name) else {
-        return api::error(StatusCode::BAD_REQUEST, "unknown window; use 1m, 5m or 1h");
+    let Some(window) = window(get("window").unwrap_or("1m")) else {
+        return unknown_window();
     };
     let interval = match get("interval_ms") {
-        None => api.stream_interval,
+        None => default_interval,
         Some(text) => match text.parse::<u64>() {
             Ok(ms) if INTERVAL_MS.contains(&ms) => Duration::from_millis(ms),
             _ => {
-                return api::error(
+                return error(
                     StatusCode::BAD_REQUEST,
                     "interval_ms must be a whole number from 100 to 60000",
                 )
             }
         },
     };
-    let clients = &api.stream_clients;
-    if clients.fetch_add(1, Ordering::AcqRel) >= api.max_stream_clients {
+    if clients.fetch_add(1, Ordering::AcqRel) >= max_clients {
         clients.fetch_sub(1, Ordering::AcqRel);
-        return api::error(
+        return error(
             StatusCode::TOO_MANY_REQUESTS,
             "too many stream clients; try again later",
         );
@@ -105,9 +107,7 @@ pub(crate) fn stream(api: &Api, params: &[(&str, String)]) -> Response<Body> {
     let mut interval = tokio::time::interval(interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let body = SummaryStream {
-        live: Arc::clone(&api.live),
-        spanmetrics: api.spanmetrics.clone(),
-        window_name: window_name.to_owned(),
+        live: live.clone(),
         window,
         interval,
         first: true,

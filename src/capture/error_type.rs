@@ -2,7 +2,7 @@
 
 use std::fmt::{self, Write};
 
-use crate::fields::{StackStr, ERROR_TYPE_CAP};
+use super::text::{StackStr, ERROR_TYPE_CAP};
 
 /// The start of a value's `Debug` text: enough of it to find its leading identifier. Formatting
 /// stops at the first character past the leading path of identifiers that tells the shape, so

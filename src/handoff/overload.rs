@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
 
-use crate::record::{PushError, Record};
+use super::record::{PushError, Record};
 
 /// Memory a queued record takes in the backlog, counted generously: the record, the queue's
 /// per-slot state word and its share of the queue's block links.
@@ -190,7 +190,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::{Overload, Waiter, BACKLOG_RECORD_BYTES};
-    use crate::record::{PushError, Record};
+    use crate::handoff::record::{PushError, Record};
 
     fn record(n: u64) -> Record {
         Record::Finished {

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds the library with no default features (the layer alone) and with each feature on its
+# own, and checks that the lean build pulls in none of the export stack.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for features in "" init otlp-grpc otlp-http prometheus http; do
+    echo "features: ${features:-(none)}"
+    # Warnings fail too: code a feature leaves unused must be gated with it.
+    out=$(cargo check --locked --lib --no-default-features ${features:+--features "$features"} --message-format short 2>&1) || { echo "$out" >&2; exit 1; }
+    if echo "$out" | grep -q '^warning\|: warning'; then
+        echo "$out" >&2
+        exit 1
+    fi
+done
+
+# The lean build: no async runtime, HTTP stack or OTLP exporter among its dependencies.
+heavy=$(cargo tree --locked -e normal --no-default-features --prefix none \
+    | awk '{print $1}' | sort -u | grep -xE 'tokio|hyper|hyper-util|tonic|reqwest|opentelemetry-otlp|h2|tower' || true)
+if [ -n "$heavy" ]; then
+    echo "the build without default features depends on: $heavy" >&2
+    exit 1
+fi
+echo "lean build: $(cargo tree --locked -e normal --no-default-features --prefix none | awk '{print $1}' | sort -u | wc -l) crates, none of tokio/hyper/tonic/reqwest/opentelemetry-otlp"
