@@ -14,6 +14,11 @@ for features in "" init otlp-grpc otlp-http prometheus http; do
     fi
 done
 
+# The unit tests of a build without gRPC and without the endpoint (what those builds refuse,
+# and their defaults), and of the lean build.
+cargo test --locked --quiet --lib --no-default-features --features otlp-http
+cargo test --locked --quiet --lib --no-default-features
+
 # The lean build: no async runtime, HTTP stack or OTLP exporter among its dependencies.
 heavy=$(cargo tree --locked -e normal --no-default-features --prefix none \
     | awk '{print $1}' | sort -u | grep -xE 'tokio|hyper|hyper-util|tonic|reqwest|opentelemetry-otlp|h2|tower' || true)

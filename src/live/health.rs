@@ -148,8 +148,8 @@ pub(crate) fn evaluate(
 ) -> Health {
     let mut checks = Vec::new();
     let all = &summary.totals;
-    let rate = all.success_rate;
-    let judged = all.calls >= objectives.min_calls;
+    let rate = all.window.success_rate;
+    let judged = all.window.calls >= objectives.min_calls;
     let status = match rate {
         Some(r) if judged && r < objectives.success_fail => CheckStatus::Fail,
         Some(r) if judged && r < objectives.success_warn => CheckStatus::Warn,
@@ -168,11 +168,16 @@ pub(crate) fn evaluate(
     if let Some((warn, fail)) = objectives.p95 {
         checks.push((
             "p95_latency".to_owned(),
-            above(all.p95_s, warn.as_secs_f64(), fail.as_secs_f64(), "seconds"),
+            above(
+                all.window.p95_s,
+                warn.as_secs_f64(),
+                fail.as_secs_f64(),
+                "seconds",
+            ),
         ));
     }
     for (command, warn, fail) in &objectives.command_p95 {
-        let value = summary.command(command).and_then(|c| c.p95_s);
+        let value = summary.command(command).and_then(|c| c.window.p95_s);
         checks.push((
             format!("p95_latency:{command}"),
             above(value, warn.as_secs_f64(), fail.as_secs_f64(), "seconds"),
@@ -218,7 +223,7 @@ pub(crate) fn evaluate(
         timestamp: SystemTime::now(),
         uptime_s: summary.uptime_s,
         window_s: summary.window_s,
-        calls_in_window: all.calls,
+        calls_in_window: all.window.calls,
         checks,
     }
 }

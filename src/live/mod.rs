@@ -28,8 +28,9 @@
 //! let live = handle.live().expect("live statistics are on");
 //! let summary = live.summary(Window::FiveMinutes);
 //! let stats = summary.command("stats").expect("it ran");
-//! assert_eq!(stats.calls, 1);
-//! let reply = format!("{} calls, p95 {:.1} ms", stats.calls, stats.p95_s.unwrap_or(0.0) * 1e3);
+//! assert_eq!(stats.window.calls, 1);
+//! let p95_ms = stats.window.p95_s.unwrap_or(0.0) * 1e3;
+//! let reply = format!("{} calls, p95 {p95_ms:.1} ms", stats.window.calls);
 //! # assert!(reply.starts_with("1 calls"));
 //! ```
 
@@ -43,8 +44,8 @@ use std::time::Duration;
 
 pub use self::health::HealthObjectives;
 pub use self::view::{
-    Check, CheckStatus, CommandSinceStart, CommandStats, Health, HealthStatus, RecentCommand,
-    SinceStart, Summary, Totals,
+    Check, CheckStatus, CommandSinceStart, CommandStats, Figures, Health, HealthStatus,
+    RecentCommand, SinceStart, Summary, Totals,
 };
 use self::windows::{WindowSpec, Windows, RECENT_CAPACITY};
 

@@ -63,10 +63,10 @@ impl Summary {
     }
 }
 
-/// All commands together over a window.
+/// Calls, errors and latency over a window.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
-pub struct Totals {
+pub struct Figures {
     /// Calls that finished in the window.
     pub calls: u64,
     /// Of these, failed ones.
@@ -89,6 +89,15 @@ pub struct Totals {
     /// Largest latency in seconds.
     #[serde(serialize_with = "opt_num")]
     pub max_s: Option<f64>,
+}
+
+/// All commands together over a window.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct Totals {
+    /// Their figures over the window.
+    #[serde(flatten)]
+    pub window: Figures,
     /// Commands running now.
     pub in_flight: u64,
     /// Counts since the statistics started.
@@ -111,28 +120,9 @@ pub struct SinceStart {
 pub struct CommandStats {
     /// The command name.
     pub command: String,
-    /// Calls that finished in the window.
-    pub calls: u64,
-    /// Of these, failed ones.
-    pub errors: u64,
-    /// Share of calls that succeeded (0…1); `None` without calls.
-    #[serde(serialize_with = "opt_num")]
-    pub success_rate: Option<f64>,
-    /// Calls per second over the part of the window the process has been up for.
-    #[serde(serialize_with = "num")]
-    pub calls_per_s: f64,
-    /// Median latency in seconds; `None` without calls.
-    #[serde(serialize_with = "opt_num")]
-    pub p50_s: Option<f64>,
-    /// 95th percentile latency in seconds.
-    #[serde(serialize_with = "opt_num")]
-    pub p95_s: Option<f64>,
-    /// 99th percentile latency in seconds.
-    #[serde(serialize_with = "opt_num")]
-    pub p99_s: Option<f64>,
-    /// Largest latency in seconds.
-    #[serde(serialize_with = "opt_num")]
-    pub max_s: Option<f64>,
+    /// Its figures over the window.
+    #[serde(flatten)]
+    pub window: Figures,
     /// Calls of this command running now.
     pub in_flight: u64,
     /// Failed calls in the window by error type.

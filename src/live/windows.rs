@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::hist::{Histogram, Merged};
-use super::view::{CommandSinceStart, CommandStats, RecentCommand, SinceStart, Summary, Totals};
+use super::view::{
+    CommandSinceStart, CommandStats, Figures, RecentCommand, SinceStart, Summary, Totals,
+};
 use crate::capture::catalog::{Catalog, OTHER_ID, OVERFLOW_COMMAND};
 use crate::handoff::notable::{Notable, Notables, TraceRef};
 use crate::sink::{CommandFeed, FinishedCommand};
@@ -184,9 +186,19 @@ pub(crate) struct WindowStats {
 }
 
 impl WindowStats {
-    /// The largest duration, in seconds; `None` without calls.
-    fn max_seconds(&self) -> Option<f64> {
-        (self.calls > 0).then(|| self.max_ns as f64 / 1e9)
+    /// The figures the API reports; `calls_per_s` is worked out by the caller (it depends on
+    /// how much of the window the process has been up for).
+    fn figures(&self, calls_per_s: f64) -> Figures {
+        Figures {
+            calls: self.calls,
+            errors: self.errors,
+            success_rate: self.success_rate(),
+            calls_per_s,
+            p50_s: self.quantile_seconds(0.5),
+            p95_s: self.quantile_seconds(0.95),
+            p99_s: self.quantile_seconds(0.99),
+            max_s: (self.calls > 0).then(|| self.max_ns as f64 / 1e9),
+        }
     }
 
     pub(crate) fn quantile_seconds(&self, q: f64) -> Option<f64> {
@@ -370,14 +382,7 @@ impl Windows {
             active += c.active;
             commands.push(CommandStats {
                 command: c.name.to_string(),
-                calls: w.calls,
-                errors: w.errors,
-                success_rate: w.success_rate(),
-                calls_per_s: per_second(w.calls),
-                p50_s: w.quantile_seconds(0.5),
-                p95_s: w.quantile_seconds(0.95),
-                p99_s: w.quantile_seconds(0.99),
-                max_s: w.max_seconds(),
+                window: w.figures(per_second(w.calls)),
                 in_flight: c.active.max(0) as u64,
                 errors_by_type: named(&w.errors_by_type),
                 since_start: CommandSinceStart {
@@ -397,14 +402,7 @@ impl Windows {
             uptime_s: uptime.as_secs_f64(),
             percentile_resolution: RESOLUTION,
             totals: Totals {
-                calls: all.calls,
-                errors: all.errors,
-                success_rate: all.success_rate(),
-                calls_per_s: per_second(all.calls),
-                p50_s: all.quantile_seconds(0.5),
-                p95_s: all.quantile_seconds(0.95),
-                p99_s: all.quantile_seconds(0.99),
-                max_s: all.max_seconds(),
+                window: all.figures(per_second(all.calls)),
                 in_flight: active.max(0) as u64,
                 since_start: SinceStart {
                     calls: total_calls,

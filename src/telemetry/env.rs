@@ -567,6 +567,49 @@ mod tests {
         assert!(s.traces.is_none() && s.metrics.is_none());
     }
 
+    /// Run by CI in the build without gRPC (`--no-default-features --features otlp-http`).
+    #[cfg(not(feature = "otlp-grpc"))]
+    #[test]
+    fn without_grpc_the_default_protocol_is_http_and_grpc_is_refused_naming_the_feature() {
+        let s = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")])
+            .settings()
+            .unwrap();
+        let traces = s.traces.expect("exported over HTTP");
+        assert_eq!(traces.protocol, Protocol::HttpProtobuf);
+        assert_eq!(traces.endpoint, "http://127.0.0.1:4318/v1/traces");
+        let refused = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+        ])
+        .settings();
+        match refused {
+            Err(InitError::NotBuiltIn { feature, .. }) => assert_eq!(feature, "otlp-grpc"),
+            other => panic!("expected NotBuiltIn, got {other:?}"),
+        }
+        // Switched off, the same setting is no error.
+        assert!(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ])
+        .settings()
+        .is_ok());
+    }
+
+    /// Run by CI in the builds without the Prometheus endpoint.
+    #[cfg(not(feature = "prometheus"))]
+    #[test]
+    fn without_prometheus_the_endpoint_is_off_and_an_address_is_refused() {
+        assert_eq!(default_prometheus_listen(), None);
+        assert!(env(&[("SPANMETRICS_PROMETHEUS_LISTEN", "off")])
+            .settings()
+            .is_ok());
+        match env(&[("SPANMETRICS_PROMETHEUS_LISTEN", "127.0.0.1:0")]).settings() {
+            Err(InitError::NotBuiltIn { feature, .. }) => assert_eq!(feature, "prometheus"),
+            other => panic!("expected NotBuiltIn, got {other:?}"),
+        }
+    }
+
     #[test]
     fn resource_attribute_values_are_percent_decoded() {
         let s = env(&[("OTEL_RESOURCE_ATTRIBUTES", "a=x%2Cy, b = 2")])
