@@ -1,6 +1,6 @@
 //! The layer's behaviour, in process: span lifecycles, outcome rules, selection, marks and busy
 //! time, cardinality caps, hostile fields, label values and span shapes, both sinks counting
-//! exactly, and no record lost.
+//! exactly, no record lost, and the live statistics read in process.
 //!
 //! Global state: nothing here installs anything global. Every test builds its own layer with
 //! its own sinks (a private Prometheus recorder and meter provider, or a test recorder) and runs
@@ -24,6 +24,7 @@ mod cardinality_caps;
 mod hostile_fields;
 mod hostile_label_values_render_as_valid_exposition;
 mod hostile_span_shapes;
+mod live_stats_are_read_in_process;
 mod marks_and_busy_time;
 mod no_record_is_lost;
 mod outcome_rules;
