@@ -315,8 +315,9 @@ impl Builder {
     /// hour, recent failed and slow commands, health), read from
     /// [`crate::SpanMetricsHandle::live`]. Commands taking at least `slow_threshold` (and
     /// their own 5 minute p95) are listed as slow ([`crate::live::DEFAULT_SLOW_THRESHOLD`] is
-    /// the pipeline's default). Off by default: a failed or slow command then takes a mutex
-    /// and looks up its OpenTelemetry trace id on its thread as it closes (see the crate docs).
+    /// the pipeline's default). Off by default; when on, a failed or slow command takes a
+    /// mutex and looks up its OpenTelemetry trace id on its thread as it closes (see the crate
+    /// docs, "what a span costs").
     pub fn with_live_stats(mut self, slow_threshold: Duration) -> Self {
         self.live = Some(slow_threshold);
         self
