@@ -2,7 +2,10 @@
 //! real collector and a real Prometheus server. Everything is configured by `OTEL_*`
 //! variables through `spanmetrics::init()`.
 //!
-//! Usage: `command_driver [none|current-thread|multi-thread]`, then lines on stdin:
+//! Usage: `command_driver [none|current-thread|multi-thread|own-subscriber|own-subscriber-first]`
+//! (`own-subscriber`: the parts from `TelemetryBuilder::build` in the program's own subscriber,
+//! after its own `fmt` layer filtered to warnings; `own-subscriber-first`: the same, with the
+//! parts first), then lines on stdin:
 //! - `run roll:ok:7,roll:Timeout:3,fetch:NotFound:2` runs those commands (command, outcome or
 //!   error type, count) and prints `done`; the outcome `slow` succeeds after 150 ms;
 //! - `latency <plan>` runs the plan like `run`, timing each command, then prints
@@ -168,19 +171,60 @@ fn drive(telemetry: spanmetrics::TelemetryGuard) {
     }
 }
 
+/// The program's own log output: warnings and errors only, a per-layer filter that must hide
+/// nothing from the metrics or the traces.
+fn own_fmt_layer<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::Layer as _;
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(tracing_subscriber::EnvFilter::new("warn"))
+}
+
+/// The pipeline's parts in a subscriber of the program's own, after its `fmt` layer or (with
+/// `parts_first`) before it. The layer is built for the subscriber it goes into, so each order
+/// builds its own.
+fn own_subscriber(
+    builder: spanmetrics::TelemetryBuilder,
+    parts_first: bool,
+) -> Result<spanmetrics::TelemetryGuard, spanmetrics::InitError> {
+    use tracing_subscriber::prelude::*;
+    if parts_first {
+        let (layer, guard) = builder.build()?;
+        tracing_subscriber::registry()
+            .with(layer)
+            .with(own_fmt_layer())
+            .init();
+        Ok(guard)
+    } else {
+        let (layer, guard) = builder.build()?;
+        tracing_subscriber::registry()
+            .with(own_fmt_layer())
+            .with(layer)
+            .init();
+        Ok(guard)
+    }
+}
+
 fn main() {
-    let telemetry = match spanmetrics::Telemetry::builder()
+    let mode = std::env::args().nth(1).unwrap_or_else(|| "none".into());
+    let builder = spanmetrics::Telemetry::builder()
         .with_service_name("command-driver")
-        .with_service_version("1.2.3")
-        .install()
-    {
+        .with_service_version("1.2.3");
+    let telemetry = match mode.as_str() {
+        "own-subscriber" => own_subscriber(builder, false),
+        "own-subscriber-first" => own_subscriber(builder, true),
+        _ => builder.install(),
+    };
+    let telemetry = match telemetry {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("{error}");
             std::process::exit(2);
         }
     };
-    let mode = std::env::args().nth(1).unwrap_or_else(|| "none".into());
     match mode.as_str() {
         "current-thread" => tokio::runtime::Builder::new_current_thread()
             .enable_all()

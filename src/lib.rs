@@ -197,7 +197,9 @@ pub use builder::{BuildError, Builder};
 pub use layer::{SpanMetricsHandle, SpanMetricsLayer};
 pub use live::HealthObjectives;
 #[cfg(feature = "init")]
-pub use telemetry::{init, InitError, ShutdownError, Telemetry, TelemetryBuilder, TelemetryGuard};
+pub use telemetry::{
+    init, InitError, ShutdownError, Telemetry, TelemetryBuilder, TelemetryGuard, TelemetryLayer,
+};
 
 /// A layer with the default configuration: every span with a `command` field is a command,
 /// measurements go to the global `metrics` recorder and the global OpenTelemetry meter provider.

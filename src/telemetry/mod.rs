@@ -39,9 +39,11 @@ use std::time::Duration;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
+use tracing_core::Subscriber;
 use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::Layer as _;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
 
 pub use self::error::InitError;
 pub use self::guard::{ShutdownError, TelemetryGuard};
@@ -244,7 +246,51 @@ impl TelemetryBuilder {
     /// The globals stay after the guard is dropped (they cannot be uninstalled): the
     /// Prometheus recorder then keeps its values, and a small background thread keeps
     /// draining its histogram buffers every few seconds, so memory stays bounded.
-    pub fn install(mut self) -> Result<TelemetryGuard, InitError> {
+    pub fn install(self) -> Result<TelemetryGuard, InitError> {
+        let installer = self.prepare()?;
+        if tracing::dispatcher::has_been_set() {
+            return Err(InitError::AlreadyInstalled);
+        }
+        installer.install()
+    }
+
+    /// Sets everything up as parts, for a subscriber of your own, and installs **nothing
+    /// global**: no subscriber, no global `metrics` recorder, no global OpenTelemetry
+    /// providers. Returns one layer (the spanmetrics layer and tracing-opentelemetry's span
+    /// layer, already combined) to add to your subscriber, beside your own `fmt` layer and its
+    /// per-layer filter, and the guard that owns the exporters, the Prometheus endpoint and the
+    /// shutdown. [`TelemetryBuilder::install`] is this plus a `fmt` layer, installed globally.
+    ///
+    /// ```no_run
+    /// use tracing_subscriber::prelude::*;
+    /// use tracing_subscriber::EnvFilter;
+    ///
+    /// # fn main() -> Result<(), spanmetrics::InitError> {
+    /// let (layer, _guard) = spanmetrics::Telemetry::builder()
+    ///     .with_service_name("bot")
+    ///     .build()?; // installs nothing global
+    /// tracing_subscriber::registry()
+    ///     .with(tracing_subscriber::fmt::layer().with_filter(EnvFilter::new("warn")))
+    ///     .with(layer)
+    ///     .init();
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Keep the filtering per layer, as above: a global filter (an `EnvFilter` added with
+    /// `.with(filter)`, or a level filter on the whole subscriber) hides spans from the metrics
+    /// and the traces too. The pipeline's start-up lines are logged while `build` runs, so only
+    /// a subscriber already in place shows them; `RUST_LOG` and
+    /// [`TelemetryBuilder::with_default_log_filter`] are not used (your `fmt` layer decides).
+    pub fn build<S>(self) -> Result<(TelemetryLayer<S>, TelemetryGuard), InitError>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
+    {
+        self.prepare()?.build()
+    }
+
+    /// Reads and checks every setting.
+    fn prepare(mut self) -> Result<Installer, InitError> {
         if let Some(directives) = &self.default_log_filter {
             if let Err(error) = EnvFilter::builder().parse(directives) {
                 return Err(InitError::InvalidDefaultLogFilter {
@@ -259,16 +305,24 @@ impl TelemetryBuilder {
         };
         let settings = env.settings()?;
         let live_env = live_env::settings(&env)?;
-        if tracing::dispatcher::has_been_set() {
-            return Err(InitError::AlreadyInstalled);
-        }
-        Installer {
+        Ok(Installer {
             builder: self,
             settings,
             live_env,
-        }
-        .install()
+        })
     }
+}
+
+/// The layer [`TelemetryBuilder::build`] returns: the spanmetrics layer and the
+/// OpenTelemetry span layer, combined, for a subscriber `S` of your own.
+pub type TelemetryLayer<S> = Box<dyn Layer<S> + Send + Sync + 'static>;
+
+/// The parts of the pipeline, built and running, before anything global is installed.
+struct Assembled {
+    layer: SpanMetricsLayer,
+    otlp: Otlp,
+    server: Option<endpoint::Running>,
+    listen_warning: Option<String>,
 }
 
 struct Installer {
@@ -373,9 +427,8 @@ impl Installer {
             .build()
     }
 
-    /// The pipeline, in steps: each builds one part; nothing global is installed until every
-    /// part that can fail has been built.
-    fn install(mut self) -> Result<TelemetryGuard, InitError> {
+    /// The pipeline, in steps: each builds one part; nothing global is installed.
+    fn assemble(&mut self) -> Result<Assembled, InitError> {
         let settings = self.settings.clone();
         let otel = !settings.sdk_disabled;
         let traces_target = settings.traces.clone().filter(|_| otel);
@@ -406,8 +459,6 @@ impl Installer {
                 stats.metrics.clone(),
             );
         }
-        // The endpoint starts before anything global is installed, so that its failure
-        // leaves nothing behind.
         let server = endpoint
             .map(|endpoint| {
                 endpoint.start(
@@ -419,12 +470,61 @@ impl Installer {
                 )
             })
             .transpose()?;
+        Ok(Assembled {
+            layer,
+            otlp,
+            server,
+            listen_warning,
+        })
+    }
+
+    /// The parts, then the global subscriber (with a `fmt` layer), the global `metrics`
+    /// recorder and the global OpenTelemetry providers.
+    fn install(mut self) -> Result<TelemetryGuard, InitError> {
+        // The endpoint starts before anything global is installed, so that its failure
+        // leaves nothing behind.
+        let Assembled {
+            layer,
+            otlp,
+            server,
+            listen_warning,
+        } = self.assemble()?;
+        let spanmetrics = layer.handle();
         self.install_subscriber(layer, &otlp)?;
         if let Some(server) = &server {
             server.install_global();
         }
         install_providers(&otlp);
+        Ok(self.finish(spanmetrics, otlp, server, listen_warning))
+    }
 
+    /// The parts alone, for the caller's own subscriber.
+    fn build<S>(mut self) -> Result<(TelemetryLayer<S>, TelemetryGuard), InitError>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
+    {
+        let Assembled {
+            layer,
+            otlp,
+            server,
+            listen_warning,
+        } = self.assemble()?;
+        let spanmetrics = layer.handle();
+        let combined = layer.and_then(otel_layer::<S>(&otlp)).boxed();
+        Ok((
+            combined,
+            self.finish(spanmetrics, otlp, server, listen_warning),
+        ))
+    }
+
+    /// Logs the start-up lines and hands the running parts to the guard.
+    fn finish(
+        &self,
+        spanmetrics: crate::SpanMetricsHandle,
+        otlp: Otlp,
+        server: Option<endpoint::Running>,
+        listen_warning: Option<String>,
+    ) -> TelemetryGuard {
         if let Some(error) = listen_warning {
             tracing::warn!(target: "spanmetrics::telemetry", "{error}; best-effort mode (SPANMETRICS_BEST_EFFORT): the rest of the telemetry runs without the Prometheus endpoint. Set SPANMETRICS_PROMETHEUS_LISTEN to a free address (port 0 picks one) to get it");
         }
@@ -436,7 +536,7 @@ impl Installer {
             }
         }
         self.log_start(prometheus_addr);
-        Ok(TelemetryGuard::new(
+        TelemetryGuard::new(
             spanmetrics,
             prometheus_addr,
             guard::Parts {
@@ -445,7 +545,7 @@ impl Installer {
                 server,
                 runtime: otlp.runtime,
             },
-        ))
+        )
     }
 
     /// Binds the Prometheus address first, so that a busy port is reported before anything is
@@ -550,15 +650,8 @@ impl Installer {
             .with_filter(env_filter.and(filter_fn(move |m| {
                 export_crate(m.target()).is_none_or(|c| shown_internal.contains(&c))
             })));
-        let otel_layer = otlp.tracer.as_ref().map(|provider| {
-            tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer_with_scope(crate::scope()))
-                .with_filter(filter_fn(|m| !is_export_internal(m.target())))
-        });
-        let subscriber = tracing_subscriber::registry()
-            .with(fmt_layer)
-            .with(layer)
-            .with(otel_layer);
+        let subscriber = tracing_subscriber::registry().with(fmt_layer);
+        let subscriber = subscriber.with(layer).with(otel_layer(otlp));
         tracing::subscriber::set_global_default(subscriber).map_err(|_| InitError::AlreadyInstalled)
     }
 
@@ -602,6 +695,19 @@ impl Installer {
             }
         }
     }
+}
+
+/// tracing-opentelemetry's span layer on the pipeline's tracer, when traces are exported;
+/// the export machinery's own spans are never exported (they would feed back into it).
+fn otel_layer<S>(otlp: &Otlp) -> Option<impl Layer<S> + Send + Sync + 'static>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
+{
+    otlp.tracer.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer_with_scope(crate::scope()))
+            .with_filter(filter_fn(|m| !is_export_internal(m.target())))
+    })
 }
 
 /// The export statistics of both signals.

@@ -1,4 +1,5 @@
-//! End-to-end: a program using `spanmetrics::init()` exports to a real rotel collector.
+//! End-to-end: a program using `spanmetrics::init()`, or the parts from
+//! `TelemetryBuilder::build` in a subscriber of its own, exports to a real rotel collector.
 
 use crate::processes::*;
 
@@ -46,6 +47,15 @@ fn run_against_rotel(protocol: &str, mode: &str) {
         "shutdown reported a problem: {}",
         driver.stdout()
     );
+    if mode.starts_with("own-subscriber") {
+        // The program's own fmt layer, filtered to warnings, decided what it logged.
+        let stderr = driver.stderr();
+        assert!(stderr.contains("ERROR"), "the errors are logged: {stderr}");
+        assert!(
+            !stderr.contains("INFO"),
+            "only warnings and errors: {stderr}"
+        );
+    }
 
     let expected = expected(PLAN);
     let received = poll(
@@ -137,6 +147,19 @@ fn grpc_export_from_a_current_thread_runtime_reaches_the_collector() {
 #[test]
 fn http_protobuf_export_from_a_multi_thread_runtime_reaches_the_collector() {
     run_against_rotel("http/protobuf", "multi-thread");
+}
+
+/// The parts in the program's own subscriber, after its `fmt` layer with a filter of its own
+/// (warnings only): that filter hides nothing from the metrics or the traces.
+#[test]
+fn the_parts_behind_the_programs_own_filtered_fmt_layer_export_everything_over_grpc() {
+    run_against_rotel("grpc", "own-subscriber");
+}
+
+/// The same with the parts first in the subscriber, over HTTP.
+#[test]
+fn the_parts_before_the_programs_own_fmt_layer_export_everything_over_http() {
+    run_against_rotel("http/protobuf", "own-subscriber-first");
 }
 
 #[test]
