@@ -56,6 +56,15 @@ pub(crate) struct OtlpTarget {
     pub(crate) protocol: Protocol,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) timeout: Duration,
+    pub(crate) compression: Compression,
+}
+
+/// How an OTLP exporter compresses what it sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Compression {
+    None,
+    Gzip,
+    Zstd,
 }
 
 impl Protocol {
@@ -328,12 +337,12 @@ impl Env {
                 parse_positive_millis,
             )?
             .unwrap_or(Duration::from_secs(10));
-        // Only `none` is accepted; checked so that a compression the exporter cannot do is
-        // reported here instead of being ignored by it.
-        self.first(
-            &[&var("COMPRESSION"), &generic("COMPRESSION")],
-            parse_compression,
-        )?;
+        let compression = self
+            .first(
+                &[&var("COMPRESSION"), &generic("COMPRESSION")],
+                parse_compression,
+            )?
+            .unwrap_or(Compression::None);
         let specific = self.get(&var("ENDPOINT"), parse_endpoint)?;
         let base = self.get("OTEL_EXPORTER_OTLP_ENDPOINT", parse_endpoint)?;
         let endpoint = match (specific, base) {
@@ -351,6 +360,7 @@ impl Env {
             protocol,
             headers,
             timeout,
+            compression,
         }))
     }
 
@@ -480,11 +490,12 @@ fn parse_exporter(v: &str) -> Parsed<bool> {
     }
 }
 
-fn parse_compression(v: &str) -> Parsed<()> {
-    if v.eq_ignore_ascii_case("none") {
-        Ok(())
-    } else {
-        Err("`none`: compression (gzip, zstd) is not built in; unset the variable or set `none`")
+fn parse_compression(v: &str) -> Parsed<Compression> {
+    match v {
+        "none" => Ok(Compression::None),
+        "gzip" => Ok(Compression::Gzip),
+        "zstd" => Ok(Compression::Zstd),
+        _ => Err("`gzip`, `zstd` or `none` (lower case)"),
     }
 }
 
@@ -627,7 +638,7 @@ mod tests {
             ("PROTOCOL", "grpc", "thrift"),
             ("HEADERS", "a=1", "no-equals-sign"),
             ("TIMEOUT", "1000", "10s"),
-            ("COMPRESSION", "none", "gzip"),
+            ("COMPRESSION", "none", "brotli"),
             ("ENDPOINT", "http://h:4317", "h:4317"),
         ] {
             let generic = format!("OTEL_EXPORTER_OTLP_{suffix}");
@@ -682,6 +693,23 @@ mod tests {
             .settings()
             .unwrap();
         assert!(s.traces.is_some() && s.metrics.is_some());
+    }
+
+    #[test]
+    fn compression_is_per_signal_with_the_generic_value_as_default() {
+        let s = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4317"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "zstd"),
+        ])
+        .settings()
+        .unwrap();
+        assert_eq!(s.traces.unwrap().compression, Compression::Gzip);
+        assert_eq!(s.metrics.unwrap().compression, Compression::Zstd);
+        let s = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4317")])
+            .settings()
+            .unwrap();
+        assert_eq!(s.traces.unwrap().compression, Compression::None);
     }
 
     #[test]

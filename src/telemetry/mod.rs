@@ -88,7 +88,7 @@ impl std::fmt::Debug for Secret {
 /// | `OTEL_EXPORTER_OTLP_PROTOCOL` (and `_TRACES_`/`_METRICS_`) | `grpc`, `http/protobuf` | `grpc` (`http/protobuf` in a build without the `otlp-grpc` feature) |
 /// | `OTEL_EXPORTER_OTLP_HEADERS` (and `_TRACES_`/`_METRICS_`) | `key=value,…` (values percent-decoded); keys valid HTTP header names, values without control characters | none |
 /// | `OTEL_EXPORTER_OTLP_TIMEOUT` (and `_TRACES_`/`_METRICS_`) | milliseconds > 0 | `10000` |
-/// | `OTEL_EXPORTER_OTLP_COMPRESSION` (and `_TRACES_`/`_METRICS_`) | `none` (compression is not built in) | `none` |
+/// | `OTEL_EXPORTER_OTLP_COMPRESSION` (and `_TRACES_`/`_METRICS_`) | `gzip`, `zstd`, `none` (lower case) | `none` |
 /// | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` | `parentbased_always_on` (command metrics always count 100% of commands) |
 /// | `OTEL_TRACES_SAMPLER_ARG` | ratio `0`…`1` | `1` |
 /// | `OTEL_METRIC_EXPORT_INTERVAL` | milliseconds > 0 | `60000` |
@@ -101,7 +101,7 @@ impl std::fmt::Debug for Secret {
 /// | `SPANMETRICS_HEALTH_*`, `SPANMETRICS_STREAM_INTERVAL_MS`, `SPANMETRICS_SLOW_MS` | see [`HealthObjectives`] and the README | |
 /// | `OTEL_BSP_*`, `OTEL_SPAN_*_COUNT_LIMIT` | not checked here: the OpenTelemetry SDK reads them from the process environment itself | the SDK's |
 ///
-/// The OTLP exporter itself also reads `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_EXPORTER_OTLP_COMPRESSION` (and their `_TRACES_`/`_METRICS_` forms) from the process environment, even when the settings come from `TelemetryBuilder::with_env`: process headers are added to the configured ones, and a compression other than `none` is ignored with a warning.
+/// The OTLP exporter itself also reads `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_EXPORTER_OTLP_COMPRESSION` (and their `_TRACES_`/`_METRICS_` forms) from the process environment, even when the settings come from `TelemetryBuilder::with_env`: process headers are added to the configured ones, and when the settings give no compression (`none` or unset) the process's value applies.
 ///
 /// The listener also serves `/health`, `/health/live`, `/health/ready`, `/api/commands`,
 /// `/api/commands/recent`, `/api/stream` and a dashboard page at `/`, from per-command

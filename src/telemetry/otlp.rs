@@ -24,7 +24,9 @@ use opentelemetry_sdk::trace::{
 };
 use opentelemetry_sdk::Resource;
 
-use super::env::{HistogramAggregation, OtlpTarget, Protocol, Sampler, Settings, Temporality};
+use super::env::{
+    Compression, HistogramAggregation, OtlpTarget, Protocol, Sampler, Settings, Temporality,
+};
 use super::error::InitError;
 use super::export_stats::ExportStats;
 use super::providers::Otlp;
@@ -176,6 +178,31 @@ fn metadata(
     opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map)
 }
 
+/// The exporter's compression (`OTEL_EXPORTER_OTLP_COMPRESSION`), as the settings give it.
+fn compression(target: &OtlpTarget) -> Option<opentelemetry_otlp::Compression> {
+    match target.compression {
+        Compression::None => None,
+        Compression::Gzip => Some(opentelemetry_otlp::Compression::Gzip),
+        Compression::Zstd => Some(opentelemetry_otlp::Compression::Zstd),
+    }
+}
+
+#[cfg(feature = "otlp-grpc")]
+fn compressed_tonic<B: WithTonicConfig>(builder: B, target: &OtlpTarget) -> B {
+    match compression(target) {
+        Some(c) => builder.with_compression(c),
+        None => builder,
+    }
+}
+
+#[cfg(feature = "otlp-http")]
+fn compressed_http<B: WithHttpConfig>(builder: B, target: &OtlpTarget) -> B {
+    match compression(target) {
+        Some(c) => builder.with_compression(c),
+        None => builder,
+    }
+}
+
 /// The error for a protocol this build leaves out.
 fn not_built_in(target: &OtlpTarget) -> InitError {
     InitError::NotBuiltIn {
@@ -210,20 +237,26 @@ pub(crate) fn tracer_provider(
 ) -> Result<SdkTracerProvider, InitError> {
     let exporter = match target.protocol {
         #[cfg(feature = "otlp-grpc")]
-        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(target.endpoint.clone())
-            .with_timeout(target.timeout)
-            .with_metadata(metadata(&target.headers))
-            .build(),
+        Protocol::Grpc => compressed_tonic(
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(target.endpoint.clone())
+                .with_timeout(target.timeout)
+                .with_metadata(metadata(&target.headers)),
+            target,
+        )
+        .build(),
         #[cfg(feature = "otlp-http")]
-        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(target.endpoint.clone())
-            .with_timeout(target.timeout)
-            .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>())
-            .build(),
+        Protocol::HttpProtobuf => compressed_http(
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(target.endpoint.clone())
+                .with_timeout(target.timeout)
+                .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>()),
+            target,
+        )
+        .build(),
         // Refused when the settings were read; kept for builds with one protocol.
         #[allow(unreachable_patterns)]
         _ => return Err(not_built_in(target)),
@@ -273,22 +306,28 @@ pub(crate) fn meter_provider(
         };
         let exporter = match target.protocol {
             #[cfg(feature = "otlp-grpc")]
-            Protocol::Grpc => opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_temporality(temporality)
-                .with_endpoint(target.endpoint.clone())
-                .with_timeout(target.timeout)
-                .with_metadata(metadata(&target.headers))
-                .build(),
+            Protocol::Grpc => compressed_tonic(
+                opentelemetry_otlp::MetricExporter::builder()
+                    .with_tonic()
+                    .with_temporality(temporality)
+                    .with_endpoint(target.endpoint.clone())
+                    .with_timeout(target.timeout)
+                    .with_metadata(metadata(&target.headers)),
+                target,
+            )
+            .build(),
             #[cfg(feature = "otlp-http")]
-            Protocol::HttpProtobuf => opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .with_temporality(temporality)
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(target.endpoint.clone())
-                .with_timeout(target.timeout)
-                .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>())
-                .build(),
+            Protocol::HttpProtobuf => compressed_http(
+                opentelemetry_otlp::MetricExporter::builder()
+                    .with_http()
+                    .with_temporality(temporality)
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(target.endpoint.clone())
+                    .with_timeout(target.timeout)
+                    .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>()),
+                target,
+            )
+            .build(),
             #[allow(unreachable_patterns)]
             _ => return Err(not_built_in(target)),
         }

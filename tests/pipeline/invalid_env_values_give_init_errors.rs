@@ -35,13 +35,9 @@ const CASES: &[(&str, &str, &str)] = &[
     ),
     ("OTEL_TRACES_EXPORTER", "jaeger", "otlp"),
     ("OTEL_METRICS_EXPORTER", "prometheus", "none"),
-    ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip", "none"),
-    ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd", "none"),
-    (
-        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
-        "gzip",
-        "not built in",
-    ),
+    ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli", "`gzip`, `zstd` or `none`"),
+    ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "GZIP", "lower case"),
+    ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "deflate", "zstd"),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "http/protobuf"),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "udp", "grpc"),
     ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "GRPC", "grpc"),
@@ -174,7 +170,7 @@ fn a_malformed_generic_variable_is_rejected_even_when_both_signal_specific_ones_
         ("PROTOCOL", "grpc", "thrift", "grpc"),
         ("HEADERS", "a=1", "bad key=1", "header name"),
         ("TIMEOUT", "1000", "10s", "milliseconds"),
-        ("COMPRESSION", "none", "gzip", "none"),
+        ("COMPRESSION", "gzip", "lz4", "zstd"),
         ("ENDPOINT", "http://127.0.0.1:4317", "https://c:4317", "TLS"),
     ] {
         let generic = format!("OTEL_EXPORTER_OTLP_{suffix}");

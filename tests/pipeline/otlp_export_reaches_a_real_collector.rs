@@ -6,6 +6,11 @@ use crate::processes::*;
 const PLAN: &str = "roll:ok:7,roll:Timeout:3,fetch:ok:4,fetch:NotFound:2";
 
 fn run_against_rotel(protocol: &str, mode: &str) {
+    run_against_rotel_with(protocol, mode, &[]);
+}
+
+/// As [`run_against_rotel`], with further variables for the program.
+fn run_against_rotel_with(protocol: &str, mode: &str, extra: &[(&str, &str)]) {
     let Some(rotel) = rotel() else {
         return;
     };
@@ -14,20 +19,19 @@ fn run_against_rotel(protocol: &str, mode: &str) {
         "grpc" => format!("http://127.0.0.1:{grpc}"),
         _ => format!("http://127.0.0.1:{http}"),
     };
-    let mut driver = driver(
-        mode,
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
-            ("OTEL_SERVICE_NAME", "dice-bot".to_owned()),
-            (
-                "OTEL_RESOURCE_ATTRIBUTES",
-                "deployment.environment=e2e,team=dice%20makers".to_owned(),
-            ),
-            ("OTEL_METRIC_EXPORT_INTERVAL", "60000".to_owned()),
-            ("SPANMETRICS_PROMETHEUS_LISTEN", "off".to_owned()),
-        ],
-    );
+    let mut env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
+        ("OTEL_SERVICE_NAME", "dice-bot".to_owned()),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=e2e,team=dice%20makers".to_owned(),
+        ),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "60000".to_owned()),
+        ("SPANMETRICS_PROMETHEUS_LISTEN", "off".to_owned()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let mut driver = driver(mode, &env);
     driver.send(&format!("run {PLAN}"));
     driver.wait_for_lines("done", 1);
     // With the Prometheus endpoint off there is no recorder that nobody would drain.
@@ -160,6 +164,74 @@ fn the_parts_behind_the_programs_own_filtered_fmt_layer_export_everything_over_g
 #[test]
 fn the_parts_before_the_programs_own_fmt_layer_export_everything_over_http() {
     run_against_rotel("http/protobuf", "own-subscriber-first");
+}
+
+/// gzip-compressed exports, over each protocol, decoded by the collector: exact counts.
+#[test]
+fn gzip_compressed_exports_reach_the_collector_over_both_protocols() {
+    for protocol in ["grpc", "http/protobuf"] {
+        run_against_rotel_with(
+            protocol,
+            "none",
+            &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")],
+        );
+    }
+}
+
+/// zstd is applied too: rotel decodes only gzip, so it refuses a zstd-encoded export (gRPC
+/// `Unimplemented`, HTTP 400 after failing to decode the body), which it would accept
+/// uncompressed. The refusal is one warning per signal and a counted failure; the program runs
+/// on and exits cleanly.
+#[test]
+fn zstd_compressed_exports_are_sent_compressed_and_a_refusal_only_warns() {
+    for protocol in ["grpc", "http/protobuf"] {
+        let Some(rotel) = rotel() else {
+            return;
+        };
+        let endpoint = match protocol {
+            "grpc" => format!("http://127.0.0.1:{}", rotel.grpc),
+            _ => format!("http://127.0.0.1:{}", rotel.http),
+        };
+        let mut driver = driver(
+            "none",
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd".to_owned()),
+                ("SPANMETRICS_PROMETHEUS_LISTEN", "off".to_owned()),
+            ],
+        );
+        driver.send("run roll:ok:3,fetch:NotFound:1");
+        driver.wait_for_lines("done", 1);
+        driver.send("exit");
+        assert!(driver.wait_exit().success(), "{}", driver.stderr());
+        let stderr = driver.stderr();
+        let refused = |signal: &str| {
+            stderr
+                .lines()
+                .filter(|l| l.contains("WARN") && l.contains(&format!("OTLP {signal} export")))
+                .count()
+        };
+        assert_eq!(refused("metrics"), 1, "{protocol}: {stderr}");
+        let expected = if protocol == "grpc" {
+            "Unimplemented"
+        } else {
+            "400"
+        };
+        assert!(stderr.contains(expected), "{protocol}: {stderr}");
+        assert!(
+            driver.stdout().contains("shutdown error"),
+            "{protocol}: the last export was refused too: {}",
+            driver.stdout()
+        );
+        if protocol != "grpc" {
+            // The collector got the body and could not read it as protobuf: it was compressed.
+            poll("rotel's decode error", || {
+                let log = format!("{}{}", rotel.stdout(), rotel.stderr());
+                log.contains("Failed to decode").then_some(())
+            });
+        }
+    }
 }
 
 #[test]
