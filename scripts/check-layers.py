@@ -8,7 +8,7 @@ Every `crate::`, `super::` and `self::` path in `src/` (code only: comments, doc
   * an import from a top-level module listed later in ORDER than the importing one.
 
 `src/lib.rs`, the crate root, only declares and re-exports, and is left out. Run from anywhere:
-    python3 scripts/check-layers.py
+    python3 scripts/check-layers.py [--edges]   (--edges: print every module's imports)
 """
 
 import os
@@ -43,11 +43,60 @@ def module_of(path):
     return tuple(rel)
 
 
+def strip(text):
+    """The text with comments, strings and char literals blanked out (lengths kept), by one
+    pass that knows nested block comments, escapes, raw strings and lifetimes."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        c = text[i]
+        if text.startswith("//", i):
+            j = text.find("\n", i)
+            j = n if j < 0 else j
+            out.append(" " * (j - i))
+            i = j
+        elif text.startswith("/*", i):
+            depth, j = 1, i + 2
+            while j < n and depth:
+                if text.startswith("/*", j):
+                    depth, j = depth + 1, j + 2
+                elif text.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                else:
+                    j += 1
+            out.append(re.sub(r"[^\n]", " ", text[i:j]))
+            i = j
+        elif re.match(r'b?r#*"', text[i:i + 260]) and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_")):
+            m = re.match(r'b?r(#*)"', text[i:])
+            end = '"' + m.group(1)
+            j = text.find(end, i + m.end())
+            j = n if j < 0 else j + len(end)
+            out.append(re.sub(r"[^\n]", " ", text[i:j]))
+            i = j
+        elif c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            j += 1
+            out.append(re.sub(r"[^\n]", " ", text[i:j]))
+            i = j
+        elif c == "'":
+            # A char literal ('a', '\n', '\u{1F600}', '"'), else a lifetime or label ('a).
+            m = re.match(r"'(\\(u\{[0-9a-fA-F]+\}|x[0-9a-fA-F]{2}|.)|[^\\'])'", text[i:])
+            if m:
+                out.append(" " * m.end())
+                i += m.end()
+            else:
+                out.append(c)
+                i += 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
 def code_of(text):
-    """The text without comments and without `#[cfg(test)]` items."""
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    text = re.sub(r"//[^\n]*", "", text)
-    text = re.sub(r'"(\\.|[^"\\])*"', '""', text)
+    """The code without comments, strings and `#[cfg(test)]` modules."""
+    text = strip(text)
     out, i = [], 0
     for m in re.finditer(r"#\[cfg\(test\)\]\s*(pub(\([^)]*\))?\s+)?mod\s+\w+\s*\{", text):
         if m.start() < i:
@@ -62,22 +111,78 @@ def code_of(text):
     return "".join(out)
 
 
-def paths_in(code):
-    """Every path starting with crate/super/self, with `use` groups expanded one level."""
+def use_trees(code):
+    """Every path a `use` declaration names, its groups expanded at every depth."""
     found = []
-    for m in re.finditer(r"\b(crate|super|self)((?:::\w+)+)(::\{([^;]*?)\})?", code):
-        base = [m.group(1)] + m.group(2).split("::")[1:]
-        if m.group(4):
-            for item in re.split(r"[,\s]+", re.sub(r"\{[^}]*\}", "", m.group(4))):
-                if item and item not in ("self", "*"):
-                    found.append(base + [item])
-        found.append(base)
-    # `use super::{a, b}` / `use crate::{a, b}`
-    for m in re.finditer(r"\b(crate|super|self)::\{([^;]*?)\}", code):
-        for item in re.split(r"[,\s]+", re.sub(r"\{[^}]*\}", "", m.group(2))):
-            if item and item not in ("self", "*"):
-                found.append([m.group(1), item.split("::")[0]])
+
+    def expand(prefix, tree):
+        tree = tree.strip()
+        if not tree:
+            return
+        # Split `a::b::{...}` into its head and its group.
+        depth, head_end = 0, None
+        for k, ch in enumerate(tree):
+            if ch == "{":
+                if depth == 0 and head_end is None:
+                    head_end = k
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+        if head_end is None:
+            path = re.split(r"\s+as\s+", tree)[0].strip()
+            parts = [p for p in path.split("::") if p]
+            if parts and parts[-1] in ("self", "*"):
+                parts = parts[:-1]
+            found.append(prefix + parts)
+            return
+        head = [p for p in tree[:head_end].split("::") if p]
+        inner = tree[head_end + 1 : tree.rindex("}")]
+        items, depth, start = [], 0, 0
+        for k, ch in enumerate(inner):
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+            elif ch == "," and depth == 0:
+                items.append(inner[start:k])
+                start = k + 1
+        items.append(inner[start:])
+        for item in items:
+            expand(prefix + head, item)
+
+    for m in re.finditer(r"\buse\s+([^;]+);", code):
+        expand([], m.group(1))
     return found
+
+
+def paths_in(code, children):
+    """Every path that starts at `crate`, `super`, `self` or a child module of this file."""
+    found = [p for p in use_trees(code) if p]
+    for m in re.finditer(r"(?<![\w:])(\w+)((?:\s*::\s*\w+)+)", code):
+        head = m.group(1)
+        if head in ("crate", "super", "self") or head in children:
+            rest = [p.strip() for p in m.group(2).split("::") if p.strip()]
+            found.append([head] + rest)
+    return [p if p[0] in ("crate", "super", "self") else ["self"] + p for p in found
+            if p[0] in ("crate", "super", "self") or p[0] in children]
+
+
+def root_exports(path, modules):
+    """Names that lib.rs re-exports (`pub use a::b::X;`), mapped to the module they come from."""
+    code = code_of(open(path, encoding="utf-8").read())
+    exports = {}
+    for m in re.finditer(r"\bpub\s+use\s+([^;]+);", code):
+        for tree in use_trees("use " + m.group(1) + ";"):
+            parts = [p for p in tree if p not in ("crate", "self")]
+            target = ()
+            for part in parts[:-1]:
+                if target + (part,) in modules:
+                    target = target + (part,)
+                else:
+                    break
+            if parts:
+                exports[parts[-1]] = target
+    return exports
 
 
 def main():
@@ -89,10 +194,16 @@ def main():
                 files[module_of(path)] = path
     modules = set(files)
 
+    exports = root_exports(files[()], modules)
+
     def resolve(here, path, is_mod_rs):
         head, rest = path[0], path[1:]
+        # `self` in a file is that module; `super` its parent (for a mod.rs too: the file is
+        # the folder's module).
         if head == "crate":
             base = ()
+            if rest and rest[0] in exports and (rest[0],) not in modules:
+                return exports[rest[0]]
         elif head == "self":
             base = here
         else:  # super, possibly repeated
@@ -114,13 +225,17 @@ def main():
             continue
         is_mod_rs = path.endswith("mod.rs")
         code = code_of(open(path, encoding="utf-8").read())
+        children = {m[-1] for m in modules if len(m) == len(module) + 1 and m[: len(module)] == module}
         targets = set()
-        for p in paths_in(code):
+        for p in paths_in(code, children):
             t = resolve(module, p, is_mod_rs)
             if t != module and t != ():
                 targets.add(t)
         edges[module] = targets
 
+    if "--edges" in sys.argv:
+        for module, targets in sorted(edges.items()):
+            print("::".join(module), "->", ", ".join(sorted("::".join(t) for t in targets)))
     problems = []
     rank = {name: i for i, name in enumerate(ORDER)}
     for module, targets in sorted(edges.items()):

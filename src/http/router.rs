@@ -63,10 +63,12 @@ pub(crate) fn route<B>(routes: &Routes, request: &Request<B>) -> Routed {
         (_, "/metrics") => super::response::method_not_allowed().into(),
         _ => other(routes, method, uri)
             .unwrap_or_else(|| {
-                error(
-                    StatusCode::NOT_FOUND,
-                    "not found; try /metrics, /health, /api/commands or /",
-                )
+                let hint = if cfg!(feature = "http") {
+                    "not found; try /metrics, /health, /api/commands or /"
+                } else {
+                    "not found; try /metrics"
+                };
+                error(StatusCode::NOT_FOUND, hint)
             })
             .into(),
     }

@@ -15,7 +15,7 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 
 use super::query::{unknown_window, window};
-use super::response::{error, Body};
+use super::response::{error, to_json, Body};
 use crate::live::{LiveStats, Window};
 
 /// Accepted stream intervals, in milliseconds.
@@ -56,7 +56,7 @@ impl http_body::Body for SummaryStream {
                 }
                 text.push_str("event: summary\ndata: ");
                 let summary = self.live.summary(self.window);
-                match serde_json::to_string(&summary) {
+                match to_json(&summary) {
                     Ok(json) => text.push_str(&json),
                     Err(_) => text.push_str("null"),
                 }

@@ -49,11 +49,6 @@ impl fmt::Debug for SpanMetricsLayer {
 }
 
 impl SpanMetricsLayer {
-    /// A builder with the default configuration.
-    pub fn builder() -> crate::Builder {
-        crate::Builder::default()
-    }
-
     pub(crate) fn new(config: Config, targets: Targets) -> Self {
         let engine = Arc::new_cyclic(|weak| Engine::new(config, targets, weak));
         background::spawn(&engine);

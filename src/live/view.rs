@@ -3,13 +3,20 @@
 //! very structs as JSON).
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
 
 /// `2024-05-01T12:34:56.789Z`.
+/// Clamped to 1970 … 9999 (humantime formats no other years; a clock set that far off is
+/// wrong anyway).
 fn rfc3339<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
+    const LAST: Duration = Duration::from_secs(253_402_300_799); // 9999-12-31T23:59:59Z
+    let since = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .min(LAST);
+    serializer.collect_str(&humantime::format_rfc3339_millis(UNIX_EPOCH + since))
 }
 
 /// A number as the API has always written it: whole values without a fraction (`3`, not
@@ -271,6 +278,23 @@ mod tests {
         assert_eq!(json["time"], "2024-02-29T12:34:56.789Z");
         assert_eq!(json["error_type"], serde_json::Value::Null);
         assert_eq!(json["duration_s"], 0.25);
+        // A clock before 1970, or past 9999, is clamped rather than a panic.
+        for (time, shown) in [
+            (
+                UNIX_EPOCH - Duration::from_secs(5),
+                "1970-01-01T00:00:00.000Z",
+            ),
+            (
+                UNIX_EPOCH + Duration::from_secs(400_000_000_000),
+                "9999-12-31T23:59:59.000Z",
+            ),
+        ] {
+            let item = super::RecentCommand {
+                time,
+                ..item.clone()
+            };
+            assert_eq!(serde_json::to_value(&item).unwrap()["time"], shown);
+        }
     }
 
     #[test]

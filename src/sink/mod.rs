@@ -207,8 +207,13 @@ impl<A: Sink, B: Sink> Sink for (A, B) {
     }
 
     fn set((a, b): &Self::Gauge, value: i64) {
-        A::set(a, value);
+        // A gauge that panics must not keep the other sink's gauge from being set (the pump
+        // contains the panic itself, after this).
+        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| A::set(a, value)));
         B::set(b, value);
+        if let Err(panic) = first {
+            std::panic::resume_unwind(panic);
+        }
     }
 
     fn dropped(&self, total: u64) {

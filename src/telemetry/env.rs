@@ -491,11 +491,11 @@ fn parse_exporter(v: &str) -> Parsed<bool> {
 }
 
 fn parse_compression(v: &str) -> Parsed<Compression> {
-    match v {
+    match v.to_ascii_lowercase().as_str() {
         "none" => Ok(Compression::None),
         "gzip" => Ok(Compression::Gzip),
         "zstd" => Ok(Compression::Zstd),
-        _ => Err("`gzip`, `zstd` or `none` (lower case)"),
+        _ => Err("`gzip`, `zstd` or `none`"),
     }
 }
 

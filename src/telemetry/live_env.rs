@@ -88,6 +88,41 @@ pub(crate) fn settings(env: &Env) -> Result<LiveEnv, InitError> {
 }
 
 impl LiveEnv {
+    /// The first variable set that only the live HTTP endpoints read (the token is not one:
+    /// it guards `/metrics` too).
+    pub(crate) fn first_set(&self) -> Option<String> {
+        [
+            (
+                "SPANMETRICS_STREAM_INTERVAL_MS",
+                self.stream_interval.is_some(),
+            ),
+            ("SPANMETRICS_SLOW_MS", self.slow_threshold.is_some()),
+            ("SPANMETRICS_HEALTH_WINDOW", self.window.is_some()),
+            (
+                "SPANMETRICS_HEALTH_SUCCESS_WARN",
+                self.success_warn.is_some(),
+            ),
+            (
+                "SPANMETRICS_HEALTH_SUCCESS_FAIL",
+                self.success_fail.is_some(),
+            ),
+            ("SPANMETRICS_HEALTH_MIN_CALLS", self.min_calls.is_some()),
+            ("SPANMETRICS_HEALTH_P95_WARN_MS", self.p95_warn.is_some()),
+            ("SPANMETRICS_HEALTH_P95_FAIL_MS", self.p95_fail.is_some()),
+            (
+                "SPANMETRICS_HEALTH_IN_FLIGHT_WARN",
+                self.in_flight_warn.is_some(),
+            ),
+            (
+                "SPANMETRICS_HEALTH_IN_FLIGHT_FAIL",
+                self.in_flight_fail.is_some(),
+            ),
+        ]
+        .into_iter()
+        .find(|(_, set)| *set)
+        .map(|(name, _)| name.to_owned())
+    }
+
     /// The builder's objectives with what the environment sets on top.
     pub(crate) fn objectives(&self, mut o: HealthObjectives) -> HealthObjectives {
         if let Some(window) = self.window {

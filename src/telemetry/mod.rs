@@ -88,7 +88,7 @@ impl std::fmt::Debug for Secret {
 /// | `OTEL_EXPORTER_OTLP_PROTOCOL` (and `_TRACES_`/`_METRICS_`) | `grpc`, `http/protobuf` | `grpc` (`http/protobuf` in a build without the `otlp-grpc` feature) |
 /// | `OTEL_EXPORTER_OTLP_HEADERS` (and `_TRACES_`/`_METRICS_`) | `key=value,…` (values percent-decoded); keys valid HTTP header names, values without control characters | none |
 /// | `OTEL_EXPORTER_OTLP_TIMEOUT` (and `_TRACES_`/`_METRICS_`) | milliseconds > 0 | `10000` |
-/// | `OTEL_EXPORTER_OTLP_COMPRESSION` (and `_TRACES_`/`_METRICS_`) | `gzip`, `zstd`, `none` (lower case) | `none` |
+/// | `OTEL_EXPORTER_OTLP_COMPRESSION` (and `_TRACES_`/`_METRICS_`) | `gzip`, `zstd`, `none` | `none` |
 /// | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` | `parentbased_always_on` (command metrics always count 100% of commands) |
 /// | `OTEL_TRACES_SAMPLER_ARG` | ratio `0`…`1` | `1` |
 /// | `OTEL_METRIC_EXPORT_INTERVAL` | milliseconds > 0 | `60000` |
@@ -280,8 +280,9 @@ impl TelemetryBuilder {
     /// Keep the filtering per layer, as above: a global filter (an `EnvFilter` added with
     /// `.with(filter)`, or a level filter on the whole subscriber) hides spans from the metrics
     /// and the traces too. The pipeline's start-up lines are logged while `build` runs, so only
-    /// a subscriber already in place shows them; `RUST_LOG` and
-    /// [`TelemetryBuilder::with_default_log_filter`] are not used (your `fmt` layer decides).
+    /// a subscriber already in place shows them. `RUST_LOG` and
+    /// [`TelemetryBuilder::with_default_log_filter`] are checked as always (an invalid one is
+    /// an [`InitError`]) but not used: your `fmt` layer decides what is logged.
     pub fn build<S>(self) -> Result<(TelemetryLayer<S>, TelemetryGuard), InitError>
     where
         S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
@@ -305,6 +306,35 @@ impl TelemetryBuilder {
         };
         let settings = env.settings()?;
         let live_env = live_env::settings(&env)?;
+        if !cfg!(feature = "http") {
+            let builder_live = [
+                (
+                    "TelemetryBuilder::with_health_objectives",
+                    self.health.is_some(),
+                ),
+                (
+                    "TelemetryBuilder::with_stream_interval",
+                    self.stream_interval.is_some(),
+                ),
+                (
+                    "TelemetryBuilder::with_slow_threshold",
+                    self.slow_threshold.is_some(),
+                ),
+            ];
+            let asked = live_env.first_set().or_else(|| {
+                builder_live
+                    .iter()
+                    .find(|(_, set)| *set)
+                    .map(|(n, _)| n.to_string())
+            });
+            if let Some(setting) = asked {
+                return Err(InitError::NotBuiltIn {
+                    setting,
+                    what: "the live HTTP endpoints (/health, /api/*, the dashboard)",
+                    feature: "http",
+                });
+            }
+        }
         Ok(Installer {
             builder: self,
             settings,
@@ -660,7 +690,11 @@ impl Installer {
         const T: &str = "spanmetrics::telemetry";
         match prometheus {
             Some(addr) => {
-                tracing::info!(target: T, "Prometheus metrics on http://{addr}/metrics, health on http://{addr}/health, dashboard on http://{addr}/")
+                if cfg!(feature = "http") {
+                    tracing::info!(target: T, "Prometheus metrics on http://{addr}/metrics, health on http://{addr}/health, dashboard on http://{addr}/")
+                } else {
+                    tracing::info!(target: T, "Prometheus metrics on http://{addr}/metrics")
+                }
             }
             None => tracing::info!(target: T, "Prometheus endpoint off"),
         }
@@ -769,6 +803,37 @@ fn host_name() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Run by CI in the builds without the `http` feature.
+    #[cfg(not(feature = "http"))]
+    #[test]
+    fn live_endpoint_settings_need_the_http_feature() {
+        let from_env = Telemetry::builder()
+            .with_env([("SPANMETRICS_HEALTH_WINDOW".to_owned(), "5m".to_owned())])
+            .prepare();
+        match from_env {
+            Err(InitError::NotBuiltIn {
+                setting, feature, ..
+            }) => assert_eq!(
+                (setting.as_str(), feature),
+                ("SPANMETRICS_HEALTH_WINDOW", "http")
+            ),
+            Err(other) => panic!("expected NotBuiltIn, got {other}"),
+            Ok(_) => panic!("expected NotBuiltIn, got settings"),
+        }
+        let from_builder = Telemetry::builder()
+            .with_env(Vec::new())
+            .with_slow_threshold(Duration::from_millis(5))
+            .prepare();
+        assert!(matches!(
+            from_builder,
+            Err(InitError::NotBuiltIn {
+                feature: "http",
+                ..
+            })
+        ));
+        assert!(Telemetry::builder().with_env(Vec::new()).prepare().is_ok());
+    }
 
     #[test]
     fn only_the_export_crates_and_their_modules_are_internal() {

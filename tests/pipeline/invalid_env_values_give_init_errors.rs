@@ -35,8 +35,16 @@ const CASES: &[(&str, &str, &str)] = &[
     ),
     ("OTEL_TRACES_EXPORTER", "jaeger", "otlp"),
     ("OTEL_METRICS_EXPORTER", "prometheus", "none"),
-    ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli", "`gzip`, `zstd` or `none`"),
-    ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "GZIP", "lower case"),
+    (
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "brotli",
+        "`gzip`, `zstd` or `none`",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        "gzip9",
+        "`gzip`, `zstd` or `none`",
+    ),
     ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "deflate", "zstd"),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "http/protobuf"),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "udp", "grpc"),
