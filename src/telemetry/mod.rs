@@ -350,6 +350,11 @@ pub type TelemetryLayer<S> = Box<dyn Layer<S> + Send + Sync + 'static>;
 /// The parts of the pipeline, built and running, before anything global is installed.
 struct Assembled {
     layer: SpanMetricsLayer,
+    running: Running,
+}
+
+/// What the guard takes over, and what is left to log.
+struct Running {
     otlp: Otlp,
     server: Option<endpoint::Running>,
     listen_warning: Option<String>,
@@ -502,9 +507,11 @@ impl Installer {
             .transpose()?;
         Ok(Assembled {
             layer,
-            otlp,
-            server,
-            listen_warning,
+            running: Running {
+                otlp,
+                server,
+                listen_warning,
+            },
         })
     }
 
@@ -513,19 +520,14 @@ impl Installer {
     fn install(mut self) -> Result<TelemetryGuard, InitError> {
         // The endpoint starts before anything global is installed, so that its failure
         // leaves nothing behind.
-        let Assembled {
-            layer,
-            otlp,
-            server,
-            listen_warning,
-        } = self.assemble()?;
+        let Assembled { layer, running } = self.assemble()?;
         let spanmetrics = layer.handle();
-        self.install_subscriber(layer, &otlp)?;
-        if let Some(server) = &server {
+        self.install_subscriber(layer, &running.otlp)?;
+        if let Some(server) = &running.server {
             server.install_global();
         }
-        install_providers(&otlp);
-        Ok(self.finish(spanmetrics, otlp, server, listen_warning))
+        install_providers(&running.otlp);
+        Ok(self.finish(spanmetrics, running))
     }
 
     /// The parts alone, for the caller's own subscriber.
@@ -533,28 +535,19 @@ impl Installer {
     where
         S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
     {
-        let Assembled {
-            layer,
-            otlp,
-            server,
-            listen_warning,
-        } = self.assemble()?;
+        let Assembled { layer, running } = self.assemble()?;
         let spanmetrics = layer.handle();
-        let combined = layer.and_then(otel_layer::<S>(&otlp)).boxed();
-        Ok((
-            combined,
-            self.finish(spanmetrics, otlp, server, listen_warning),
-        ))
+        let combined = layer.and_then(otel_layer::<S>(&running.otlp)).boxed();
+        Ok((combined, self.finish(spanmetrics, running)))
     }
 
     /// Logs the start-up lines and hands the running parts to the guard.
-    fn finish(
-        &self,
-        spanmetrics: crate::SpanMetricsHandle,
-        otlp: Otlp,
-        server: Option<endpoint::Running>,
-        listen_warning: Option<String>,
-    ) -> TelemetryGuard {
+    fn finish(&self, spanmetrics: crate::SpanMetricsHandle, running: Running) -> TelemetryGuard {
+        let Running {
+            otlp,
+            server,
+            listen_warning,
+        } = running;
         if let Some(error) = listen_warning {
             tracing::warn!(target: "spanmetrics::telemetry", "{error}; best-effort mode (SPANMETRICS_BEST_EFFORT): the rest of the telemetry runs without the Prometheus endpoint. Set SPANMETRICS_PROMETHEUS_LISTEN to a free address (port 0 picks one) to get it");
         }
