@@ -1,6 +1,6 @@
 //! The pipeline as parts for a subscriber you build yourself: `Telemetry::builder().build()`
-//! installs nothing global and returns one layer (spanmetrics and the OpenTelemetry spans) and
-//! the guard. The program keeps its own `fmt` layer with its own per-layer filter, which hides
+//! installs nothing global and returns one layer (spanmetrics, the OpenTelemetry spans and the
+//! OTLP log bridge) and the guard. The program keeps its own `fmt` layer with its own per-layer filter, which hides
 //! nothing from the metrics or the traces.
 //!
 //! Run: `cargo run --example own_subscriber` (add `OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317`

@@ -161,6 +161,7 @@
 //! | `init` | yes (via the others) | [`init`] and [`Telemetry::builder`]: logs, the layer and the exporters below that are compiled in, from the `OTEL_*` environment |
 //! | `otlp-grpc` | yes | OTLP export over gRPC (tonic, on a small tokio runtime of its own) |
 //! | `otlp-http` | yes | OTLP export over HTTP/protobuf (reqwest, blocking client) |
+//! | `tls` | yes | `https://` OTLP endpoints, a CA file and client certificates (rustls with `ring`; the Mozilla roots of `webpki-roots` unless a CA file is set) |
 //! | `prometheus` | yes | the Prometheus `/metrics` endpoint (metrics-exporter-prometheus' recorder, served by hyper on its own thread) |
 //! | `http` | yes | on the same listener: `/health`, `/health/live`, `/health/ready`, `/api/commands`, `/api/commands/recent`, `/api/stream` and the dashboard page |
 //!

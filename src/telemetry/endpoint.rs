@@ -7,7 +7,7 @@ use std::sync::Arc;
 use metrics_exporter_prometheus::PrometheusRecorder;
 
 use super::error::InitError;
-use super::export_stats::ExportStats;
+use super::export_stats::Signals;
 use super::prometheus;
 use crate::http::router::Routes;
 use crate::http::scrape::Scrape;
@@ -58,33 +58,23 @@ impl Endpoint {
         self,
         spanmetrics: &SpanMetricsHandle,
         token: Option<String>,
-        stats: (&Arc<ExportStats>, &Arc<ExportStats>),
+        stats: &Signals,
         #[cfg(feature = "http")] api: ApiSettings,
     ) -> Result<Running, InitError> {
         prometheus::describe(&*self.recorder);
-        let (r, traces, metrics) = (
-            Arc::clone(&self.recorder),
-            Arc::clone(stats.0),
-            Arc::clone(stats.1),
-        );
+        let (r, signals) = (Arc::clone(&self.recorder), stats.clone());
         let scrape = Scrape {
             handle: self.recorder.handle(),
             spanmetrics: spanmetrics.clone(),
-            before_render: Box::new(move || prometheus::update(&*r, &traces, &metrics)),
+            before_render: Box::new(move || prometheus::update(&*r, &signals)),
         };
         #[cfg(feature = "http")]
         let api = {
-            let (traces, metrics) = (Arc::clone(stats.0), Arc::clone(stats.1));
+            let signals = stats.clone();
             spanmetrics.live().map(|live| crate::http::api::Api {
                 live,
                 objectives: api.objectives,
-                failing_exports: Box::new(move || {
-                    [("traces", &traces), ("metrics", &metrics)]
-                        .into_iter()
-                        .filter(|(_, s)| s.is_failing())
-                        .map(|(name, _)| name)
-                        .collect()
-                }),
+                failing_exports: Box::new(move || signals.failing()),
                 stream_interval: api.stream_interval,
                 max_stream_clients: MAX_STREAM_CLIENTS,
                 stream_clients: Arc::default(),

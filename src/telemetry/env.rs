@@ -51,12 +51,34 @@ pub(crate) enum Protocol {
 /// Where and how one signal is exported.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct OtlpTarget {
-    /// The full endpoint: for HTTP including the `/v1/<signal>` path.
+    /// The full endpoint, always with its scheme (`http://` or `https://`); for HTTP
+    /// including the `/v1/<signal>` path.
     pub(crate) endpoint: String,
     pub(crate) protocol: Protocol,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) timeout: Duration,
     pub(crate) compression: Compression,
+    /// The TLS files (read and checked by `tls::load`).
+    pub(crate) tls: TlsFiles,
+}
+
+/// A variable and its value, for errors that name both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Named {
+    pub(crate) variable: String,
+    pub(crate) value: String,
+}
+
+/// The TLS files of one signal: `OTEL_EXPORTER_OTLP_[SIGNAL_]CERTIFICATE`, `…CLIENT_CERTIFICATE`
+/// and `…CLIENT_KEY`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TlsFiles {
+    /// The CA to verify the server with (replaces the bundled roots).
+    pub(crate) ca: Option<Named>,
+    /// The client certificate chain, for mutual TLS.
+    pub(crate) cert: Option<Named>,
+    /// Its private key.
+    pub(crate) key: Option<Named>,
 }
 
 /// How an OTLP exporter compresses what it sends.
@@ -77,6 +99,11 @@ impl Protocol {
 }
 
 impl OtlpTarget {
+    /// Whether the connection uses TLS.
+    pub(crate) fn is_https(&self) -> bool {
+        self.endpoint.starts_with("https://")
+    }
+
     /// An error unless this build can export over the target's protocol.
     fn check_built_in(&self, signal: &str) -> Result<(), InitError> {
         let setting = format!(
@@ -85,6 +112,14 @@ impl OtlpTarget {
             self.endpoint,
             self.protocol
         );
+        if self.is_https() {
+            built_in(
+                cfg!(feature = "tls"),
+                setting.clone(),
+                "TLS (https:// endpoints)",
+                "tls",
+            )?;
+        }
         match self.protocol {
             Protocol::Grpc => built_in(
                 cfg!(feature = "otlp-grpc"),
@@ -138,10 +173,17 @@ pub(crate) struct Settings {
     pub(crate) traces: Option<OtlpTarget>,
     /// `None` when no endpoint is set or `OTEL_METRICS_EXPORTER=none`.
     pub(crate) metrics: Option<OtlpTarget>,
+    /// `None` when no endpoint is set or `OTEL_LOGS_EXPORTER=none`.
+    pub(crate) logs: Option<OtlpTarget>,
     /// `OTEL_TRACES_EXPORTER=none`.
     pub(crate) traces_exporter_none: bool,
     /// `OTEL_METRICS_EXPORTER=none`.
     pub(crate) metrics_exporter_none: bool,
+    /// `OTEL_LOGS_EXPORTER=none`.
+    pub(crate) logs_exporter_none: bool,
+    /// `SPANMETRICS_OTLP_LOGS_FILTER`: which events are exported as OTLP logs (checked
+    /// directives; the console filter is separate).
+    pub(crate) logs_filter: String,
     pub(crate) sampler: Sampler,
     pub(crate) metric_export_interval: Duration,
     pub(crate) temporality: Temporality,
@@ -225,14 +267,30 @@ impl Env {
         names: &[&str],
         parse: impl Fn(&str) -> Parsed<T> + Copy,
     ) -> Result<Option<T>, InitError> {
+        Ok(self.first_named(names, parse)?.map(|(_, value)| value))
+    }
+
+    /// [`Env::first`], with the name of the variable that gave the value.
+    fn first_named<T>(
+        &self,
+        names: &[&str],
+        parse: impl Fn(&str) -> Parsed<T> + Copy,
+    ) -> Result<Option<(String, T)>, InitError> {
         let mut found = None;
         for name in names {
             let value = self.get(name, parse)?;
             if found.is_none() {
-                found = value;
+                found = value.map(|v| ((*name).to_owned(), v));
             }
         }
         Ok(found)
+    }
+
+    /// The first set file variable among `names`.
+    fn file(&self, names: &[&str]) -> Result<Option<Named>, InitError> {
+        Ok(self
+            .first_named(names, parse_path)?
+            .map(|(variable, value)| Named { variable, value }))
     }
 
     /// Parses every supported variable.
@@ -247,6 +305,7 @@ impl Env {
         };
         let traces_exporter_none = exporter_none("OTEL_TRACES_EXPORTER")?;
         let metrics_exporter_none = exporter_none("OTEL_METRICS_EXPORTER")?;
+        let logs_exporter_none = exporter_none("OTEL_LOGS_EXPORTER")?;
         // Every variable is checked, also for a signal that is switched off.
         let traces = self
             .target("TRACES", "traces")?
@@ -254,6 +313,10 @@ impl Env {
         let metrics = self
             .target("METRICS", "metrics")?
             .filter(|_| !metrics_exporter_none);
+        let logs = self.target("LOGS", "logs")?.filter(|_| !logs_exporter_none);
+        let logs_filter = self
+            .get("SPANMETRICS_OTLP_LOGS_FILTER", parse_directives)?
+            .unwrap_or_else(|| "info".to_owned());
         let sampler = self.sampler()?;
         let metric_export_interval = self
             .get("OTEL_METRIC_EXPORT_INTERVAL", parse_positive_millis)?
@@ -280,37 +343,25 @@ impl Env {
             )?;
         }
         if !sdk_disabled {
-            for (signal, target) in [("TRACES", &traces), ("METRICS", &metrics)] {
+            for (signal, target) in [("TRACES", &traces), ("METRICS", &metrics), ("LOGS", &logs)] {
                 if let Some(target) = target {
                     target.check_built_in(signal)?;
                 }
             }
         }
         let best_effort = self.get("SPANMETRICS_BEST_EFFORT", parse_bool)?;
-        let rust_log = match self.raw("RUST_LOG") {
-            None => None,
-            Some(value) => {
-                if tracing_subscriber::EnvFilter::builder()
-                    .parse(value)
-                    .is_err()
-                {
-                    return Err(InitError::InvalidEnv {
-                        variable: "RUST_LOG".to_owned(),
-                        value: value.to_owned(),
-                        expected: "comma-separated `target=level` directives, e.g. `info` or `my_app=debug,info`",
-                    });
-                }
-                Some(value.to_owned())
-            }
-        };
+        let rust_log = self.get("RUST_LOG", parse_directives)?;
         Ok(Settings {
             sdk_disabled,
             service_name,
             resource_attributes,
             traces,
             metrics,
+            logs,
             traces_exporter_none,
             metrics_exporter_none,
+            logs_exporter_none,
+            logs_filter,
             sampler,
             metric_export_interval,
             temporality,
@@ -343,17 +394,48 @@ impl Env {
                 parse_compression,
             )?
             .unwrap_or(Compression::None);
-        let specific = self.get(&var("ENDPOINT"), parse_endpoint)?;
+        let insecure = self.first(&[&var("INSECURE"), &generic("INSECURE")], parse_bool)?;
+        let tls = TlsFiles {
+            ca: self.file(&[&var("CERTIFICATE"), &generic("CERTIFICATE")])?,
+            cert: self.file(&[&var("CLIENT_CERTIFICATE"), &generic("CLIENT_CERTIFICATE")])?,
+            key: self.file(&[&var("CLIENT_KEY"), &generic("CLIENT_KEY")])?,
+        };
+        let specific_name = var("ENDPOINT");
+        let specific = self.get(&specific_name, parse_endpoint)?;
         let base = self.get("OTEL_EXPORTER_OTLP_ENDPOINT", parse_endpoint)?;
-        let endpoint = match (specific, base) {
+        let (variable, endpoint) = match (specific, base) {
             // A signal-specific endpoint is used as given.
-            (Some(endpoint), _) => endpoint,
+            (Some(endpoint), _) => (specific_name, endpoint),
             (None, None) => return Ok(None),
             // The generic one is a base: HTTP appends the signal path.
-            (None, Some(base)) => match protocol {
-                Protocol::Grpc => base,
-                Protocol::HttpProtobuf => format!("{}/v1/{path}", base.trim_end_matches('/')),
-            },
+            (None, Some(base)) => (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                match protocol {
+                    Protocol::Grpc => base,
+                    Protocol::HttpProtobuf if has_scheme(&base) => {
+                        format!("{}/v1/{path}", base.trim_end_matches('/'))
+                    }
+                    Protocol::HttpProtobuf => base,
+                },
+            ),
+        };
+        // An endpoint without a scheme (gRPC only, as the OTLP spec has it): TLS unless
+        // `OTEL_EXPORTER_OTLP_INSECURE=true`.
+        let endpoint = if has_scheme(&endpoint) {
+            endpoint
+        } else if protocol == Protocol::Grpc {
+            let scheme = if insecure == Some(true) {
+                "http"
+            } else {
+                "https"
+            };
+            format!("{scheme}://{endpoint}")
+        } else {
+            return Err(InitError::InvalidEnv {
+                variable,
+                value: endpoint,
+                expected: "an http:// or https:// URL for OTLP over HTTP (only gRPC endpoints may leave out the scheme), e.g. http://127.0.0.1:4318",
+            });
         };
         Ok(Some(OtlpTarget {
             endpoint,
@@ -361,6 +443,7 @@ impl Env {
             headers,
             timeout,
             compression,
+            tls,
         }))
     }
 
@@ -398,6 +481,25 @@ impl Env {
             "parentbased_traceidratio" => Sampler::ParentBasedTraceIdRatio(arg()?),
             _ => Sampler::ParentBasedAlwaysOn,
         })
+    }
+}
+
+/// A file path (the file itself is read by `tls::load`).
+fn parse_path(v: &str) -> Parsed<String> {
+    if v.contains('\0') {
+        Err("a file path")
+    } else {
+        Ok(v.to_owned())
+    }
+}
+
+/// `tracing` filter directives, checked as `EnvFilter` parses them.
+fn parse_directives(v: &str) -> Parsed<String> {
+    match tracing_subscriber::EnvFilter::builder().parse(v) {
+        Ok(_) => Ok(v.to_owned()),
+        Err(_) => {
+            Err("comma-separated `target=level` directives, e.g. `info` or `my_app=debug,info`")
+        }
     }
 }
 
@@ -446,18 +548,25 @@ fn parse_histogram_aggregation(v: &str) -> Parsed<HistogramAggregation> {
 }
 
 /// What an endpoint may be; shown when one is rejected.
-const ENDPOINT_EXPECTED: &str = "an http:// URL with a host, e.g. http://127.0.0.1:4317";
-/// Shown for `https://` endpoints.
-const NO_TLS: &str = "an http:// URL: TLS (https://) is not built into spanmetrics. \
-     Send OTLP over plain http to an OpenTelemetry Collector or agent on the same host or \
-     network (e.g. http://127.0.0.1:4317) and let it forward over TLS";
+const ENDPOINT_EXPECTED: &str = "an http:// or https:// URL with a host, e.g. \
+     http://127.0.0.1:4317 or https://otlp.example.com (for gRPC also host:port, which uses TLS \
+     unless OTEL_EXPORTER_OTLP_INSECURE=true)";
+
+/// Whether `endpoint` names its scheme (`://` before any path, query or fragment).
+fn has_scheme(endpoint: &str) -> bool {
+    endpoint
+        .split_once("://")
+        .is_some_and(|(scheme, _)| !scheme.contains(['/', '?', '#']))
+}
 
 fn parse_endpoint(v: &str) -> Parsed<String> {
-    let scheme = v.split_once("://").map(|(scheme, _)| scheme);
-    if scheme.is_some_and(|s| s.eq_ignore_ascii_case("https")) {
-        return Err(NO_TLS);
-    }
-    let rest = v.strip_prefix("http://").ok_or(ENDPOINT_EXPECTED)?;
+    let rest = if has_scheme(v) {
+        v.strip_prefix("http://")
+            .or_else(|| v.strip_prefix("https://"))
+            .ok_or(ENDPOINT_EXPECTED)?
+    } else {
+        v
+    };
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.is_empty() || authority.contains(char::is_whitespace) {
         return Err(ENDPOINT_EXPECTED);
@@ -472,7 +581,7 @@ fn parse_endpoint(v: &str) -> Parsed<String> {
         }
     }
     // The exporters parse it as a URI: whatever they would reject is rejected here.
-    let uri = http::Uri::try_from(v).map_err(|_| ENDPOINT_EXPECTED)?;
+    let uri = http::Uri::try_from(format!("http://{rest}")).map_err(|_| ENDPOINT_EXPECTED)?;
     if uri.host().is_none_or(str::is_empty) {
         return Err(ENDPOINT_EXPECTED);
     }
@@ -607,6 +716,37 @@ mod tests {
         .is_ok());
     }
 
+    /// Run by CI in the builds without TLS.
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn without_tls_https_endpoints_are_refused_naming_the_feature() {
+        for endpoint in ["https://collector:4317", "https://c/v1/traces"] {
+            match env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)]).settings() {
+                Err(InitError::NotBuiltIn { feature, .. }) => assert_eq!(feature, "tls"),
+                other => panic!("{endpoint}: expected NotBuiltIn, got {other:?}"),
+            }
+        }
+        let files = TlsFiles {
+            ca: Some(Named {
+                variable: "OTEL_EXPORTER_OTLP_CERTIFICATE".into(),
+                value: "/ca.pem".into(),
+            }),
+            ..TlsFiles::default()
+        };
+        match super::super::tls::load(&files, false) {
+            Err(InitError::NotBuiltIn {
+                feature, setting, ..
+            }) => {
+                assert_eq!(feature, "tls");
+                assert!(
+                    setting.contains("OTEL_EXPORTER_OTLP_CERTIFICATE"),
+                    "{setting}"
+                );
+            }
+            other => panic!("expected NotBuiltIn, got {other:?}"),
+        }
+    }
+
     /// Run by CI in the builds without the Prometheus endpoint.
     #[cfg(not(feature = "prometheus"))]
     #[test]
@@ -639,7 +779,9 @@ mod tests {
             ("HEADERS", "a=1", "no-equals-sign"),
             ("TIMEOUT", "1000", "10s"),
             ("COMPRESSION", "none", "brotli"),
-            ("ENDPOINT", "http://h:4317", "h:4317"),
+            ("ENDPOINT", "http://h:4317", "ftp://h:4317"),
+            ("INSECURE", "true", "yes"),
+            ("CERTIFICATE", "/ca.pem", "/ca\0.pem"),
         ] {
             let generic = format!("OTEL_EXPORTER_OTLP_{suffix}");
             let result = env(&[
@@ -710,6 +852,81 @@ mod tests {
             .settings()
             .unwrap();
         assert_eq!(s.traces.unwrap().compression, Compression::None);
+    }
+
+    #[cfg(all(feature = "otlp-grpc", feature = "tls"))]
+    #[test]
+    fn a_grpc_endpoint_without_a_scheme_uses_tls_unless_insecure() {
+        let endpoint = |pairs: &[(&str, &str)]| {
+            let s = env(pairs).settings().unwrap();
+            (s.traces.unwrap().endpoint, s.metrics.unwrap().endpoint)
+        };
+        let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317");
+        assert_eq!(
+            endpoint(&[base]),
+            (
+                "https://collector:4317".into(),
+                "https://collector:4317".into()
+            )
+        );
+        assert_eq!(
+            endpoint(&[base, ("OTEL_EXPORTER_OTLP_METRICS_INSECURE", "true")]),
+            (
+                "https://collector:4317".into(),
+                "http://collector:4317".into()
+            )
+        );
+        // An explicit scheme wins over INSECURE, as the spec says.
+        assert_eq!(
+            endpoint(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4317"),
+                ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+            ]),
+            ("https://c:4317".into(), "https://c:4317".into())
+        );
+    }
+
+    #[test]
+    fn tls_files_are_per_signal_with_the_generic_ones_as_default() {
+        let s = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/ca.pem"),
+            ("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", "/logs-ca.pem"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem"),
+        ])
+        .settings()
+        .unwrap();
+        let ca = |t: Option<OtlpTarget>| t.unwrap().tls.ca.unwrap();
+        assert_eq!(ca(s.traces.clone()).value, "/ca.pem");
+        assert_eq!(
+            ca(s.traces.clone()).variable,
+            "OTEL_EXPORTER_OTLP_CERTIFICATE"
+        );
+        assert_eq!(
+            ca(s.logs.clone()).variable,
+            "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE"
+        );
+        let key = s.metrics.unwrap().tls.key.unwrap();
+        assert_eq!(key.variable, "OTEL_EXPORTER_OTLP_CLIENT_KEY");
+    }
+
+    #[test]
+    fn logs_follow_the_endpoint_and_can_be_turned_off_alone() {
+        let base = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318");
+        let s = env(&[base, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")])
+            .settings()
+            .unwrap();
+        assert_eq!(s.logs.unwrap().endpoint, "http://h:4318/v1/logs");
+        assert_eq!(s.logs_filter, "info");
+        let s = env(&[
+            base,
+            ("OTEL_LOGS_EXPORTER", "none"),
+            ("SPANMETRICS_OTLP_LOGS_FILTER", "warn,my_app=debug"),
+        ])
+        .settings()
+        .unwrap();
+        assert!(s.logs.is_none() && s.logs_exporter_none && s.traces.is_some());
+        assert_eq!(s.logs_filter, "warn,my_app=debug");
     }
 
     #[test]

@@ -27,6 +27,20 @@ pub enum InitError {
         /// What the exporter reported.
         source: opentelemetry_otlp::ExporterBuildError,
     },
+    /// A TLS file named by an `OTEL_EXPORTER_OTLP_*CERTIFICATE` or `*CLIENT_KEY` variable
+    /// cannot be read or used.
+    #[error("{variable}={path:?}: {problem}. Point it at a readable PEM file, or unset it")]
+    TlsFile {
+        /// The variable.
+        variable: String,
+        /// The file it names.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The TLS library refused to set up a client configuration.
+    #[error("cannot set up TLS for OTLP export: {0}")]
+    Tls(String),
     /// The Prometheus endpoint could not listen on its address.
     #[error("the Prometheus endpoint cannot listen on {addr}: {source}. Set SPANMETRICS_PROMETHEUS_LISTEN to a free address (port 0 picks one) or to `off`, or SPANMETRICS_BEST_EFFORT=true to start without the endpoint")]
     PrometheusListen {

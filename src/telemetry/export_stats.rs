@@ -14,9 +14,9 @@ use super::metric_names as names;
 pub(crate) struct ExportStats {
     /// Failed export calls.
     pub(crate) failures: AtomicU64,
-    /// Spans lost (traces only): in failed exports, or refused because the export queue was
-    /// full.
-    pub(crate) dropped_spans: AtomicU64,
+    /// Spans or log records lost (not metrics: a failed metric export is retried with the
+    /// next collection): in failed exports, or refused because the export queue was full.
+    pub(crate) dropped: AtomicU64,
     failing: AtomicBool,
 }
 
@@ -45,10 +45,7 @@ impl ExportStats {
             }
             Err(error) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                if signal == "traces" {
-                    self.dropped_spans
-                        .fetch_add(items as u64, Ordering::Relaxed);
-                }
+                self.dropped.fetch_add(items as u64, Ordering::Relaxed);
                 // One warning per outage; the counters say how long it lasted.
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
@@ -63,32 +60,68 @@ impl ExportStats {
     }
 }
 
+/// The export statistics of every signal.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Signals {
+    pub(crate) traces: Arc<ExportStats>,
+    pub(crate) metrics: Arc<ExportStats>,
+    pub(crate) logs: Arc<ExportStats>,
+}
+
+impl Signals {
+    /// Each signal with its name.
+    pub(crate) fn each(&self) -> [(&'static str, &Arc<ExportStats>); 3] {
+        [
+            ("traces", &self.traces),
+            ("metrics", &self.metrics),
+            ("logs", &self.logs),
+        ]
+    }
+
+    /// The signals whose latest export failed.
+    pub(crate) fn failing(&self) -> Vec<&'static str> {
+        self.each()
+            .into_iter()
+            .filter(|(_, s)| s.is_failing())
+            .map(|(name, _)| name)
+            .collect()
+    }
+}
+
 /// Observable counters reporting the export failure counts through `meter`.
-pub(crate) fn register_export_metrics(
-    meter: &opentelemetry::metrics::Meter,
-    traces: Arc<ExportStats>,
-    metrics: Arc<ExportStats>,
-) {
-    let (t, m) = (traces.clone(), metrics);
+pub(crate) fn register_export_metrics(meter: &opentelemetry::metrics::Meter, signals: &Signals) {
+    let all = signals.clone();
     meter
         .u64_observable_counter(names::OTEL_EXPORT_FAILURES)
         .with_description("Failed OTLP export calls, by signal.")
         .with_callback(move |observer| {
-            observer.observe(
-                t.failures.load(Ordering::Relaxed),
-                &[KeyValue::new("signal", "traces")],
-            );
-            observer.observe(
-                m.failures.load(Ordering::Relaxed),
-                &[KeyValue::new("signal", "metrics")],
-            );
+            for (signal, stats) in all.each() {
+                observer.observe(
+                    stats.failures.load(Ordering::Relaxed),
+                    &[KeyValue::new("signal", signal)],
+                );
+            }
         })
         .build();
-    meter
-        .u64_observable_counter(names::OTEL_DROPPED_SPANS)
-        .with_description("Spans lost: their OTLP export failed, or the export queue was full.")
-        .with_callback(move |observer| {
-            observer.observe(traces.dropped_spans.load(Ordering::Relaxed), &[]);
-        })
-        .build();
+    for (name, description, stats) in [
+        (
+            names::OTEL_DROPPED_SPANS,
+            "Spans lost: their OTLP export failed, or the export queue was full.",
+            &signals.traces,
+        ),
+        (
+            names::OTEL_DROPPED_LOGS,
+            "Log records lost: their OTLP export failed, or the export queue was full.",
+            &signals.logs,
+        ),
+    ] {
+        let stats = Arc::clone(stats);
+        meter
+            .u64_observable_counter(name)
+            .with_description(description)
+            .with_callback(move |observer| {
+                observer.observe(stats.dropped.load(Ordering::Relaxed), &[]);
+            })
+            .build();
+    }
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
@@ -22,7 +23,7 @@ pub enum ShutdownError {
     /// The last export of a signal failed (typically: no collector is listening).
     #[error("the final OTLP {signal} export failed: {message}; data recorded since the last successful export is lost. Check that the collector at OTEL_EXPORTER_OTLP_ENDPOINT is running")]
     Export {
-        /// `traces` or `metrics`.
+        /// `traces`, `metrics` or `logs`.
         signal: &'static str,
         /// What the exporter reported.
         message: String,
@@ -39,6 +40,7 @@ pub enum ShutdownError {
 pub(crate) struct Parts {
     pub(crate) tracer: Option<SdkTracerProvider>,
     pub(crate) meter: Option<SdkMeterProvider>,
+    pub(crate) logger: Option<SdkLoggerProvider>,
     /// The HTTP endpoints.
     pub(crate) server: Option<Running>,
     /// The runtime the gRPC exporters run on; stopped last, on the shutdown thread.
@@ -127,10 +129,19 @@ fn stop_parts(parts: Parts) -> Result<(), ShutdownError> {
     let Parts {
         tracer,
         meter,
+        logger,
         mut server,
         runtime,
     } = parts;
     let mut first = None;
+    if let Some(logger) = logger {
+        if let Err(e) = logger.shutdown() {
+            first.get_or_insert(ShutdownError::Export {
+                signal: "logs",
+                message: e.to_string(),
+            });
+        }
+    }
     if let Some(tracer) = tracer {
         if let Err(e) = tracer.shutdown() {
             first.get_or_insert(ShutdownError::Export {

@@ -1,6 +1,7 @@
 //! Names of the metrics the export pipeline adds (the layer's own live in `crate::names`).
 
-/// OpenTelemetry counter of failed OTLP export calls, attribute `signal` (`traces`|`metrics`).
+/// OpenTelemetry counter of failed OTLP export calls, attribute `signal`
+/// (`traces`|`metrics`|`logs`).
 pub(crate) const OTEL_EXPORT_FAILURES: &str = "spanmetrics.export.failures";
 /// OpenTelemetry counter of spans lost in failed exports.
 pub(crate) const OTEL_DROPPED_SPANS: &str = "spanmetrics.export.dropped_spans";
@@ -8,6 +9,10 @@ pub(crate) const OTEL_DROPPED_SPANS: &str = "spanmetrics.export.dropped_spans";
 pub(crate) const PROM_EXPORT_FAILURES: &str = "spanmetrics_export_failures_total";
 /// Prometheus name of [`OTEL_DROPPED_SPANS`].
 pub(crate) const PROM_DROPPED_SPANS: &str = "spanmetrics_export_dropped_spans_total";
+/// OpenTelemetry counter of log records lost in failed exports or to a full queue.
+pub(crate) const OTEL_DROPPED_LOGS: &str = "spanmetrics.export.dropped_logs";
+/// Prometheus name of [`OTEL_DROPPED_LOGS`].
+pub(crate) const PROM_DROPPED_LOGS: &str = "spanmetrics_export_dropped_logs_total";
 
 /// OpenTelemetry (semantic conventions) process metrics.
 pub(crate) const OTEL_PROCESS_MEMORY: &str = "process.memory.usage";

@@ -31,9 +31,13 @@ mod process;
 mod prometheus;
 mod providers;
 mod runtime;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "no_tls.rs"]
+mod tls;
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -50,11 +54,11 @@ pub use self::guard::{ShutdownError, TelemetryGuard};
 
 use self::endpoint::Endpoint;
 use self::env::{Env, Settings};
-use self::export_stats::ExportStats;
+use self::export_stats::Signals;
 use self::live_env::LiveEnv;
 #[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
 use self::otlp::build as build_otlp;
-use self::providers::Otlp;
+use self::providers::{Destination, Destinations, Otlp};
 use crate::live::DEFAULT_SLOW_THRESHOLD;
 use crate::{HealthObjectives, SpanMetricsLayer};
 
@@ -82,13 +86,17 @@ impl std::fmt::Debug for Secret {
 /// | `OTEL_SDK_DISABLED` | `true`, `false` | `false` (`true`: no OTLP export; Prometheus stays) |
 /// | `OTEL_SERVICE_NAME` | any text | `service.name` from `OTEL_RESOURCE_ATTRIBUTES`, else `TelemetryBuilder::with_service_name`, else `unknown_service:<executable>` |
 /// | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,…` (values percent-decoded) | none; `service.instance.id` (random per process), `host.name` and `process.pid` are added unless set |
-/// | `OTEL_EXPORTER_OTLP_ENDPOINT` | `http://host:port[/base]`; for HTTP `/v1/traces` and `/v1/metrics` are appended. `https://` is rejected: TLS is not built in, send to a collector or agent nearby over `http://` and let it forward over TLS | unset: **no OTLP export** (the start-up log says how to turn it on) |
-/// | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `…_METRICS_ENDPOINT` | full `http://` URL, used as given | the generic one |
-/// | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER` | `otlp`, `none` (`none`: that signal is not exported over OTLP) | `otlp` |
-/// | `OTEL_EXPORTER_OTLP_PROTOCOL` (and `_TRACES_`/`_METRICS_`) | `grpc`, `http/protobuf` | `grpc` (`http/protobuf` in a build without the `otlp-grpc` feature) |
-/// | `OTEL_EXPORTER_OTLP_HEADERS` (and `_TRACES_`/`_METRICS_`) | `key=value,…` (values percent-decoded); keys valid HTTP header names, values without control characters | none |
-/// | `OTEL_EXPORTER_OTLP_TIMEOUT` (and `_TRACES_`/`_METRICS_`) | milliseconds > 0 | `10000` |
-/// | `OTEL_EXPORTER_OTLP_COMPRESSION` (and `_TRACES_`/`_METRICS_`) | `gzip`, `zstd`, `none` | `none` |
+/// | `OTEL_EXPORTER_OTLP_ENDPOINT` | `http://host:port[/base]` or `https://…` (needs the `tls` feature); for HTTP `/v1/traces`, `/v1/metrics` and `/v1/logs` are appended; for gRPC also `host:port` (TLS unless `…_INSECURE=true`) | unset: **no OTLP export** (the start-up log says how to turn it on) |
+/// | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `…_METRICS_ENDPOINT`, `…_LOGS_ENDPOINT` | full URL, used as given | the generic one |
+/// | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER`, `OTEL_LOGS_EXPORTER` | `otlp`, `none` (`none`: that signal is not exported over OTLP) | `otlp` |
+/// | `OTEL_EXPORTER_OTLP_PROTOCOL` (and `_TRACES_`/`_METRICS_`/`_LOGS_`) | `grpc`, `http/protobuf` | `grpc` (`http/protobuf` in a build without the `otlp-grpc` feature) |
+/// | `OTEL_EXPORTER_OTLP_HEADERS` (and per signal) | `key=value,…` (values percent-decoded); keys valid HTTP header names, values without control characters | none |
+/// | `OTEL_EXPORTER_OTLP_TIMEOUT` (and per signal) | milliseconds > 0 | `10000` |
+/// | `OTEL_EXPORTER_OTLP_COMPRESSION` (and per signal) | `gzip`, `zstd`, `none` | `none` |
+/// | `OTEL_EXPORTER_OTLP_CERTIFICATE` (and per signal) | path of a PEM file of CA certificates that replaces the bundled roots | none: the bundled Mozilla roots |
+/// | `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CLIENT_KEY` (and per signal) | paths of the PEM client certificate chain and its private key, for mutual TLS; both or neither | none |
+/// | `OTEL_EXPORTER_OTLP_INSECURE` (and per signal) | `true`, `false`: for a gRPC endpoint without a scheme, `true` means plain text | `false` |
+/// | `SPANMETRICS_OTLP_LOGS_FILTER` | `tracing` directives: which events are exported as OTLP logs (separate from `RUST_LOG`) | `info` |
 /// | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` | `parentbased_always_on` (command metrics always count 100% of commands) |
 /// | `OTEL_TRACES_SAMPLER_ARG` | ratio `0`…`1` | `1` |
 /// | `OTEL_METRIC_EXPORT_INTERVAL` | milliseconds > 0 | `60000` |
@@ -99,17 +107,22 @@ impl std::fmt::Debug for Secret {
 /// | `RUST_LOG` | `tracing` directives; filters only the log output, never the metrics or traces | `TelemetryBuilder::with_default_log_filter`, else `info` |
 /// | `SPANMETRICS_HTTP_TOKEN` | 8…256 printable ASCII characters: bearer token for every endpoint but `/health/live` and `/health/ready` | none |
 /// | `SPANMETRICS_HEALTH_*`, `SPANMETRICS_STREAM_INTERVAL_MS`, `SPANMETRICS_SLOW_MS` | see [`HealthObjectives`] and the README | |
-/// | `OTEL_BSP_*`, `OTEL_SPAN_*_COUNT_LIMIT` | not checked here: the OpenTelemetry SDK reads them from the process environment itself | the SDK's |
+/// | `OTEL_BSP_*`, `OTEL_BLRP_*`, `OTEL_SPAN_*_COUNT_LIMIT` | not checked here: the OpenTelemetry SDK reads them from the process environment itself | the SDK's |
 ///
-/// The OTLP exporter itself also reads `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_EXPORTER_OTLP_COMPRESSION` (and their `_TRACES_`/`_METRICS_` forms) from the process environment, even when the settings come from `TelemetryBuilder::with_env`: process headers are added to the configured ones, and when the settings give no compression (`none` or unset) the process's value applies.
+/// The OTLP exporter itself also reads `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_EXPORTER_OTLP_COMPRESSION` (and their per-signal forms) from the process environment, even when the settings come from `TelemetryBuilder::with_env`: process headers are added to the configured ones, and when the settings give no compression (`none` or unset) the process's value applies.
 ///
 /// The listener also serves `/health`, `/health/live`, `/health/ready`, `/api/commands`,
 /// `/api/commands/recent`, `/api/stream` and a dashboard page at `/`, from per-command
 /// statistics kept in bounded rolling windows (1 s / 10 s / 1 min buckets; percentiles from a
 /// log-linear histogram with 4 bins per doubling, within about ±9%).
 ///
+/// `tracing` events become OTLP log records (with the trace and span ids of their span) as
+/// `SPANMETRICS_OTLP_LOGS_FILTER` says; what is printed on stderr is `RUST_LOG`'s business.
+/// `https://` endpoints are verified against the bundled Mozilla roots, or the CA of
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` (see the README's "Sending to a hosted endpoint").
+///
 /// A bad value gives [`InitError::InvalidEnv`] naming the variable, the value and what is
-/// accepted. Logs go to stderr.
+/// accepted; a bad TLS file [`InitError::TlsFile`] naming the variable and the file.
 ///
 /// ```no_run
 /// fn main() -> Result<(), spanmetrics::InitError> {
@@ -335,10 +348,12 @@ impl TelemetryBuilder {
                 });
             }
         }
+        let destinations = destinations(&settings)?;
         Ok(Installer {
             builder: self,
             settings,
             live_env,
+            destinations,
         })
     }
 }
@@ -364,6 +379,34 @@ struct Installer {
     builder: TelemetryBuilder,
     settings: Settings,
     live_env: LiveEnv,
+    /// The exported signals, with their TLS files read and checked.
+    destinations: Destinations,
+}
+
+/// Each exported signal's destination; every TLS file is read and checked here, before
+/// anything is built (also with `OTEL_SDK_DISABLED=true`, so that a mistake shows at once).
+fn destinations(settings: &Settings) -> Result<Destinations, InitError> {
+    let load = |target: &Option<env::OtlpTarget>| -> Result<Option<Destination>, InitError> {
+        target
+            .as_ref()
+            .map(|target| {
+                Ok(Destination {
+                    tls: tls::load(&target.tls, target.is_https())?,
+                    target: target.clone(),
+                })
+            })
+            .transpose()
+    };
+    let all = Destinations {
+        traces: load(&settings.traces)?,
+        metrics: load(&settings.metrics)?,
+        logs: load(&settings.logs)?,
+    };
+    Ok(if settings.sdk_disabled {
+        Destinations::default()
+    } else {
+        all
+    })
 }
 
 /// Crates of the export machinery (as `tracing` targets: the crate name, or the package name
@@ -465,41 +508,27 @@ impl Installer {
     /// The pipeline, in steps: each builds one part; nothing global is installed.
     fn assemble(&mut self) -> Result<Assembled, InitError> {
         let settings = self.settings.clone();
-        let otel = !settings.sdk_disabled;
-        let traces_target = settings.traces.clone().filter(|_| otel);
-        let metrics_target = settings.metrics.clone().filter(|_| otel);
         let resource = self.resource();
 
         let (listener, listen_warning) = self.bind_listener()?;
         // Without the endpoint there is no recorder at all: nothing would ever read it.
         let endpoint = listener.map(Endpoint::new).transpose()?;
-        let stats = ExportStatsPair::default();
-        let otlp = build_otlp(
-            traces_target.as_ref(),
-            metrics_target.as_ref(),
-            &settings,
-            &resource,
-            &stats.traces,
-            &stats.metrics,
-        )?;
+        let stats = Signals::default();
+        let otlp = build_otlp(&self.destinations, &settings, &resource, &stats)?;
         let layer = self.spanmetrics_layer(endpoint.as_ref(), &otlp);
         let spanmetrics = layer.handle();
         if let Some(provider) = &otlp.meter {
             use opentelemetry::metrics::MeterProvider as _;
             let meter = provider.meter_with_scope(crate::scope());
             process::register_otel(&meter);
-            export_stats::register_export_metrics(
-                &meter,
-                stats.traces.clone(),
-                stats.metrics.clone(),
-            );
+            export_stats::register_export_metrics(&meter, &stats);
         }
         let server = endpoint
             .map(|endpoint| {
                 endpoint.start(
                     &spanmetrics,
                     self.token(),
-                    (&stats.traces, &stats.metrics),
+                    &stats,
                     #[cfg(feature = "http")]
                     self.api_settings(),
                 )
@@ -537,7 +566,10 @@ impl Installer {
     {
         let Assembled { layer, running } = self.assemble()?;
         let spanmetrics = layer.handle();
-        let combined = layer.and_then(otel_layer::<S>(&running.otlp)).boxed();
+        let combined = layer
+            .and_then(otel_layer::<S>(&running.otlp))
+            .and_then(log_layer::<S>(&running.otlp, &self.settings.logs_filter))
+            .boxed();
         Ok((combined, self.finish(spanmetrics, running)))
     }
 
@@ -565,6 +597,7 @@ impl Installer {
             guard::Parts {
                 tracer: otlp.tracer,
                 meter: otlp.meter,
+                logger: otlp.logger,
                 server,
                 runtime: otlp.runtime,
             },
@@ -674,7 +707,10 @@ impl Installer {
                 export_crate(m.target()).is_none_or(|c| shown_internal.contains(&c))
             })));
         let subscriber = tracing_subscriber::registry().with(fmt_layer);
-        let subscriber = subscriber.with(layer).with(otel_layer(otlp));
+        let subscriber = subscriber
+            .with(layer)
+            .with(otel_layer(otlp))
+            .with(log_layer(otlp, &self.settings.logs_filter));
         tracing::subscriber::set_global_default(subscriber).map_err(|_| InitError::AlreadyInstalled)
     }
 
@@ -708,6 +744,7 @@ impl Installer {
                 s.metrics_exporter_none,
                 "OTEL_METRICS_EXPORTER",
             ),
+            ("logs", &s.logs, s.logs_exporter_none, "OTEL_LOGS_EXPORTER"),
         ] {
             match target {
                 Some(t) => {
@@ -737,11 +774,35 @@ where
     })
 }
 
-/// The export statistics of both signals.
-#[derive(Default)]
-struct ExportStatsPair {
-    traces: Arc<ExportStats>,
-    metrics: Arc<ExportStats>,
+/// The OpenTelemetry log bridge on the pipeline's logger, when logs are exported: the events
+/// `directives` (`SPANMETRICS_OTLP_LOGS_FILTER`) pass become OTLP log records, with the trace
+/// and span ids of the span they happen in. The export machinery's own events, and the
+/// pipeline's warnings about it, are never exported (they would feed back into it).
+#[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
+fn log_layer<S>(otlp: &Otlp, directives: &str) -> Option<impl Layer<S> + Send + Sync + 'static>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
+{
+    // Checked when the settings were read; `info` is only a fallback that cannot happen.
+    let filter = EnvFilter::builder()
+        .parse(directives)
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    otlp.logger.as_ref().map(|provider| {
+        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(provider)
+            .with_filter(filter.and(filter_fn(|m| {
+                !is_export_internal(m.target())
+                    && !crate::config::in_module(m.target(), "spanmetrics::telemetry")
+            })))
+    })
+}
+
+/// No OTLP exporter is built in: no logs to export.
+#[cfg(not(any(feature = "otlp-grpc", feature = "otlp-http")))]
+fn log_layer<S>(_otlp: &Otlp, _directives: &str) -> Option<TelemetryLayer<S>>
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync + 'static,
+{
+    None
 }
 
 /// The OpenTelemetry providers, for each signal exported over OTLP, replacing whatever
@@ -758,16 +819,15 @@ fn install_providers(otlp: &Otlp) {
 /// No OTLP exporter is built in: no providers.
 #[cfg(not(any(feature = "otlp-grpc", feature = "otlp-http")))]
 fn build_otlp(
-    _traces: Option<&env::OtlpTarget>,
-    _metrics: Option<&env::OtlpTarget>,
+    _to: &Destinations,
     _settings: &Settings,
     _resource: &Resource,
-    _trace_stats: &Arc<ExportStats>,
-    _metric_stats: &Arc<ExportStats>,
+    _stats: &Signals,
 ) -> Result<Otlp, InitError> {
     Ok(Otlp {
         tracer: None,
         meter: None,
+        logger: None,
         runtime: None,
     })
 }
@@ -894,12 +954,10 @@ mod tests {
             metrics.endpoint = "http://not a host:4317".to_owned();
         }
         let result = build_otlp(
-            settings.traces.as_ref(),
-            settings.metrics.as_ref(),
+            &destinations(&settings).expect("no TLS files"),
             &settings,
             &Resource::builder_empty().build(),
-            &Arc::default(),
-            &Arc::default(),
+            &Signals::default(),
         );
         match result {
             Err(InitError::Exporter { signal, .. }) => assert_eq!(signal, "metrics"),

@@ -1,12 +1,10 @@
 //! Without the `prometheus` feature there is no endpoint: no value of these types exists (the
 //! settings that would ask for one are refused with [`InitError::NotBuiltIn`]).
 
-use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
-
 use super::error::InitError;
-use super::export_stats::ExportStats;
+use super::export_stats::Signals;
 use crate::{Builder, SpanMetricsHandle};
+use std::net::{SocketAddr, TcpListener};
 
 pub(crate) enum Endpoint {}
 
@@ -30,7 +28,7 @@ impl Endpoint {
         self,
         _spanmetrics: &SpanMetricsHandle,
         _token: Option<String>,
-        _stats: (&Arc<ExportStats>, &Arc<ExportStats>),
+        _stats: &Signals,
     ) -> Result<Running, InitError> {
         match self {}
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use metrics::{Key, Label, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
-use super::export_stats::ExportStats;
+use super::export_stats::Signals;
 use super::metric_names as names;
 
 /// How often histogram samples are drained into their buckets (the recorder's upkeep).
@@ -63,13 +63,18 @@ pub(crate) fn describe(r: &dyn Recorder) {
         Some(metrics::Unit::Count),
         "Spans lost: their OTLP export failed, or the export queue was full.".into(),
     );
+    r.describe_counter(
+        names::PROM_DROPPED_LOGS.into(),
+        Some(metrics::Unit::Count),
+        "Log records lost: their OTLP export failed, or the export queue was full.".into(),
+    );
     super::process::describe_prometheus(r);
 }
 
 /// Brings the pipeline's own metrics up to date before a scrape renders.
-pub(crate) fn update(r: &dyn Recorder, traces: &ExportStats, metrics: &ExportStats) {
+pub(crate) fn update(r: &dyn Recorder, signals: &Signals) {
     super::process::update_prometheus(r);
-    for (signal, stats) in [("traces", traces), ("metrics", metrics)] {
+    for (signal, stats) in signals.each() {
         let key = Key::from_parts(
             names::PROM_EXPORT_FAILURES,
             vec![Label::new("signal", signal)],
@@ -77,9 +82,11 @@ pub(crate) fn update(r: &dyn Recorder, traces: &ExportStats, metrics: &ExportSta
         r.register_counter(&key, &METADATA)
             .absolute(stats.failures.load(Ordering::Relaxed));
     }
-    r.register_counter(
-        &Key::from_parts(names::PROM_DROPPED_SPANS, Vec::<Label>::new()),
-        &METADATA,
-    )
-    .absolute(traces.dropped_spans.load(Ordering::Relaxed));
+    for (name, stats) in [
+        (names::PROM_DROPPED_SPANS, &signals.traces),
+        (names::PROM_DROPPED_LOGS, &signals.logs),
+    ] {
+        r.register_counter(&Key::from_parts(name, Vec::<Label>::new()), &METADATA)
+            .absolute(stats.dropped.load(Ordering::Relaxed));
+    }
 }

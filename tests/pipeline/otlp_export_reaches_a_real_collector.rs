@@ -19,6 +19,12 @@ fn run_against_rotel_with(protocol: &str, mode: &str, extra: &[(&str, &str)]) {
         "grpc" => format!("http://127.0.0.1:{grpc}"),
         _ => format!("http://127.0.0.1:{http}"),
     };
+    run_at(&rotel, endpoint, protocol, mode, extra);
+}
+
+/// Runs the driver's commands against `endpoint` (`rotel`, or a TLS terminator in front of it)
+/// and checks that every command, span, log record and resource attribute arrives exactly.
+pub fn run_at(rotel: &Rotel, endpoint: String, protocol: &str, mode: &str, extra: &[(&str, &str)]) {
     let mut env = vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
@@ -66,7 +72,12 @@ fn run_against_rotel_with(protocol: &str, mode: &str, extra: &[(&str, &str)]) {
         "every command in the collector's metrics and traces",
         || {
             let received = parse_rotel(&rotel.stdout());
-            (received.duration_counts() == expected && received.spans.len() >= 16)
+            let errors = received
+                .logs
+                .iter()
+                .filter(|l| l.severity == "ERROR")
+                .count();
+            (received.duration_counts() == expected && received.spans.len() >= 16 && errors >= 5)
                 .then_some(received)
         },
     );
@@ -105,7 +116,27 @@ fn run_against_rotel_with(protocol: &str, mode: &str, extra: &[(&str, &str)]) {
     assert_eq!(dice.len(), 10);
     assert!(dice.iter().all(|d| d.as_str() == "6"));
 
-    // Resource attributes, the same on traces and metrics.
+    // Logs: each failing command's ERROR event, in the failing span (its trace and span ids).
+    let errors: Vec<_> = received
+        .logs
+        .iter()
+        .filter(|l| l.severity == "ERROR")
+        .collect();
+    assert_eq!(errors.len(), 5, "one ERROR record per failure: {errors:#?}");
+    for log in &errors {
+        let span = spans
+            .iter()
+            .find(|s| s.trace_id == log.trace_id && s.id == log.span_id)
+            .unwrap_or_else(|| panic!("no span for log record {log:?} in {spans:#?}"));
+        assert_eq!(span.status, "STATUS_CODE_ERROR", "{log:?}");
+        let error = log.attributes.get("error").cloned().unwrap_or_default();
+        assert!(
+            span.status_message.starts_with(&error) || error.starts_with(&span.status_message),
+            "{log:?} in {span:?}"
+        );
+    }
+
+    // Resource attributes, the same on traces, metrics and logs.
     assert!(received.resources.len() >= 2);
     for resource in &received.resources {
         let get = |k: &str| resource.get(k).map(String::as_str);
