@@ -6,7 +6,12 @@
 //! cargo run --example command_bot -- --simulate 600 --rate 50 --linger 60       # paced, then keeps /metrics up
 //! cargo run --example command_bot                                              # commands on stdin
 //! cargo run --example command_bot -- --listen 127.0.0.1:7000                   # one command per TCP line
+//! cargo run --example command_bot -- --write-objectives DIR                     # rules + dashboard of its objectives
 //! ```
+//!
+//! Its objectives ([`objectives`]) are declared on the layer: their latency thresholds become
+//! histogram buckets, and `--write-objectives` writes the Prometheus rules and the Grafana
+//! dashboard that measure them (`collector-config/` holds the output).
 //!
 //! Metrics are served on http://127.0.0.1:9464/metrics (`SPANMETRICS_PROMETHEUS_LISTEN`), and
 //! sent over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set. No collector is needed to run it.
@@ -325,6 +330,23 @@ where
     }
 }
 
+/// The bot's service level objectives.
+fn objectives() -> Vec<spanmetrics::objectives::Objective> {
+    use spanmetrics::objectives::Objective;
+    vec![
+        // Every command the bot knows succeeds 99 % of the time.
+        Objective::new("commands-succeed")
+            .for_commands(["ping", "roll", "weather", "ask", "set"])
+            .success_rate(0.99),
+        // The weather lookup answers: 99.5 % succeed, 95 % within a second (its upstream takes
+        // 5–55 ms, so this one holds even on a loaded machine).
+        Objective::new("weather-fast")
+            .for_commands(["weather"])
+            .success_rate(0.995)
+            .latency(0.95, Duration::from_secs(1)),
+    ]
+}
+
 #[derive(Debug)]
 struct Args {
     simulate: Option<u64>,
@@ -333,6 +355,8 @@ struct Args {
     rate: Option<f64>,
     linger: Option<u64>,
     listen: Option<String>,
+    write_objectives: Option<std::path::PathBuf>,
+    time_scale: u32,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -343,6 +367,8 @@ fn parse_args() -> Result<Args, String> {
         rate: None,
         linger: None,
         listen: None,
+        write_objectives: None,
+        time_scale: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -380,9 +406,17 @@ fn parse_args() -> Result<Args, String> {
                 args.linger = Some(value("--linger")?.parse().map_err(|e| format!("--linger: {e}"))?)
             }
             "--listen" => args.listen = Some(value("--listen")?),
+            "--write-objectives" => {
+                args.write_objectives = Some(value("--write-objectives")?.into());
+            }
+            "--objective-time-scale" => {
+                args.time_scale = value("--objective-time-scale")?
+                    .parse()
+                    .map_err(|e| format!("--objective-time-scale: {e}"))?
+            }
             "--help" | "-h" => {
                 return Err(
-                    "usage: command_bot [--simulate N [--error-rate R] [--seed S] [--rate PER_SECOND] [--linger SECONDS]] [--listen ADDR]"
+                    "usage: command_bot [--simulate N [--error-rate R] [--seed S] [--rate PER_SECOND] [--linger SECONDS]] [--listen ADDR] [--write-objectives DIR [--objective-time-scale N]]"
                         .to_owned(),
                 )
             }
@@ -400,6 +434,28 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(dir) = &args.write_objectives {
+        let options =
+            spanmetrics::objectives::rules::RuleOptions::default().with_time_scale(args.time_scale);
+        return match spanmetrics::objectives::rules::write_objectives(dir, &objectives(), options) {
+            Ok(paths) => {
+                for path in paths {
+                    println!("wrote {}", path.display());
+                }
+                std::process::ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("cannot write the objectives to {}: {error}", dir.display());
+                std::process::ExitCode::from(1)
+            }
+        };
+    }
+    let mut layer = spanmetrics::SpanMetricsLayer::builder()
+        .with_label("platform")
+        .expect("`platform` is a valid label");
+    for objective in objectives() {
+        layer = layer.with_objective(objective).expect("a valid objective");
+    }
     let telemetry = spanmetrics::Telemetry::builder()
         .with_service_name("command_bot")
         // The generator's summary is the output; per-command logs only when RUST_LOG asks.
@@ -408,11 +464,7 @@ fn main() -> std::process::ExitCode {
         } else {
             "info"
         })
-        .with_layer(
-            spanmetrics::SpanMetricsLayer::builder()
-                .with_label("platform")
-                .expect("`platform` is a valid label"),
-        )
+        .with_layer(layer)
         .install();
     let guard = match telemetry {
         Ok(guard) => guard,

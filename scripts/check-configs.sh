@@ -59,7 +59,9 @@ route() { amtool config routes test --config.file="$CFG/alertmanager/alertmanage
 [ "$(route severity=critical alertname=CommandErrorRateHigh service=command_bot)" = page ]
 [ "$(route severity=warning alertname=CommandErrorRateHigh service=command_bot)" = ticket ]
 [ "$(route severity=info alertname=Other)" = default ]
-echo "critical -> page, warning -> ticket, other -> default"
+[ "$(route severity=page alertname=ObjectiveBudgetBurn objective=commands-succeed service=command_bot)" = page ]
+[ "$(route severity=ticket alertname=ObjectiveBudgetBurn objective=commands-succeed service=command_bot)" = ticket ]
+echo "critical and page -> page, warning and ticket -> ticket, other -> default"
 
 echo "-- Grafana dashboard queries use only our metric names"
 "$PY" scripts/check_dashboard.py --self-test

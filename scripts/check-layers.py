@@ -20,6 +20,7 @@ ORDER = [
     "names",     # metric names: a contract, a leaf
     "spelling",  # Prometheus spelling rules: pure functions
     "decode",    # strict percent-decoding: a pure function
+    "objectives", # objectives declared in code, and the rules and panels that measure them
     "config",    # the layer's plain settings
     "capture",   # on the caller's thread: callsites, fields, error types, ids, span state
     "handoff",   # records, per-thread rings, overload, the notable queue, re-entrancy

@@ -36,6 +36,9 @@ pub enum BuildError {
     /// An empty field, span name or target prefix.
     #[error("{0} must not be empty")]
     Empty(&'static str),
+    /// An objective that cannot be measured, or a second objective of the same name.
+    #[error("{0}")]
+    Objective(String),
     /// A numeric setting outside its range.
     #[error("{setting} must be between {min} and {max}, got {value}")]
     OutOfRange {
@@ -251,7 +254,10 @@ impl Builder {
     }
 
     /// Bucket bounds, in seconds, given to OpenTelemetry histograms as advice (a view can still
-    /// replace them, e.g. by a base-2 exponential histogram). Default: 100 µs … 60 s.
+    /// replace them, e.g. by a base-2 exponential histogram) and, in the pipeline
+    /// ([`crate::Telemetry`]), to the Prometheus recorder. Default: 100 µs … 60 s. Every
+    /// objective's latency threshold is added to them ([`Builder::histogram_bounds`]), before or
+    /// after this call.
     pub fn with_buckets(mut self, bounds: &[f64]) -> Result<Self, BuildError> {
         let sorted = bounds.windows(2).all(|w| w[0] < w[1]);
         if bounds.is_empty() || !sorted || bounds.iter().any(|b| !b.is_finite()) {
@@ -321,6 +327,45 @@ impl Builder {
     pub fn with_live_stats(mut self, slow_threshold: Duration) -> Self {
         self.live = Some(slow_threshold);
         self
+    }
+
+    /// Declares an objective ([`crate::objectives::Objective`]): its latency threshold becomes a
+    /// bucket bound of both sinks, and [`crate::objectives::rules`] writes the rules, alerts and
+    /// dashboard that measure it. A label-selected objective needs its label allow-listed
+    /// first ([`Builder::with_label`]). Errors: a target outside (0, 1), a threshold of zero, a
+    /// window outside 3…366 days, no command selected, or a name already used.
+    pub fn with_objective(
+        mut self,
+        objective: crate::objectives::Objective,
+    ) -> Result<Self, BuildError> {
+        objective
+            .check(&self.config.selection.labels)
+            .map_err(BuildError::Objective)?;
+        if self
+            .config
+            .objectives
+            .iter()
+            .any(|o| o.name() == objective.name())
+        {
+            return Err(BuildError::Objective(format!(
+                "two objectives are named `{}`: each name labels its own rules and alerts",
+                objective.name()
+            )));
+        }
+        self.config.objectives.push(objective);
+        Ok(self)
+    }
+
+    /// The declared objectives.
+    pub fn objectives(&self) -> &[crate::objectives::Objective] {
+        &self.config.objectives
+    }
+
+    /// The histogram bounds both sinks use: [`Builder::with_buckets`] (or the defaults) with
+    /// every objective's latency threshold added. Give these to a Prometheus recorder of your
+    /// own (`PrometheusBuilder::set_buckets`), so that the latency rules find their bucket.
+    pub fn histogram_bounds(&self) -> Vec<f64> {
+        self.config.histogram_bounds()
     }
 
     /// Builds the layer and starts its background thread.

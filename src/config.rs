@@ -68,6 +68,16 @@ pub(crate) struct Config {
     pub(crate) overload_wait: Duration,
     pub(crate) overload_memory: usize,
     pub(crate) buckets: Vec<f64>,
+    /// The declared objectives (their latency thresholds join the histogram bounds).
+    pub(crate) objectives: Vec<crate::objectives::Objective>,
+}
+
+impl Config {
+    /// The histogram bounds both sinks use: the buckets, with every objective's latency
+    /// threshold added.
+    pub(crate) fn histogram_bounds(&self) -> Vec<f64> {
+        crate::objectives::bounds_with_thresholds(&self.buckets, &self.objectives)
+    }
 }
 
 impl Default for Config {
@@ -89,6 +99,7 @@ impl Default for Config {
             overload_wait: Duration::from_millis(20),
             overload_memory: 64 << 20,
             buckets: names::DEFAULT_BUCKETS.to_vec(),
+            objectives: Vec::new(),
         }
     }
 }

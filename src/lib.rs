@@ -153,6 +153,14 @@
 //! as plain types from [`SpanMetricsHandle::live`] ([`live`]). The HTTP endpoints serve the
 //! same types as JSON.
 //!
+//! # Objectives
+//!
+//! [`Builder::with_objective`] declares a service level objective over commands
+//! ([`objectives::Objective`]: a success-rate and/or latency target over a window). Its latency
+//! threshold becomes a histogram bucket bound of both sinks ([`Builder::histogram_bounds`]), and
+//! [`objectives::rules`] writes the Prometheus recording rules, multi-window multi-burn-rate
+//! alerts, their `promtool test rules` cases and a Grafana dashboard that measure it.
+//!
 //! # Feature flags
 //!
 //! | Feature | Default | What it adds |
@@ -188,6 +196,7 @@ mod http;
 mod layer;
 pub mod live;
 pub mod names;
+pub mod objectives;
 mod pump;
 mod sink;
 mod spelling;

@@ -69,7 +69,7 @@ impl Engine {
                 }),
                 dropped: Box::new(move || dropped.upgrade().map(|e| e.buffers.dropped())),
             };
-            OtelSink::new(&meter, &config.buckets, hooks)
+            OtelSink::new(&meter, &config.histogram_bounds(), hooks)
         });
         let (windows, notables) = targets.live.unzip();
         let feed = windows

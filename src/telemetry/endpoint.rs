@@ -38,9 +38,9 @@ pub(crate) struct Running {
 }
 
 impl Endpoint {
-    /// The recorder (with its upkeep thread) for `listener`.
-    pub(crate) fn new(listener: TcpListener) -> Result<Self, InitError> {
-        let recorder = Arc::new(prometheus::recorder());
+    /// The recorder (with its upkeep thread and histogram `bounds`) for `listener`.
+    pub(crate) fn new(listener: TcpListener, bounds: &[f64]) -> Result<Self, InitError> {
+        let recorder = Arc::new(prometheus::recorder(bounds));
         prometheus::spawn_upkeep(&recorder).map_err(|source| InitError::Start {
             what: "Prometheus upkeep thread",
             source,

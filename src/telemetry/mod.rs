@@ -512,7 +512,13 @@ impl Installer {
 
         let (listener, listen_warning) = self.bind_listener()?;
         // Without the endpoint there is no recorder at all: nothing would ever read it.
-        let endpoint = listener.map(Endpoint::new).transpose()?;
+        let bounds = self.builder.layer.as_ref().map_or_else(
+            || crate::names::DEFAULT_BUCKETS.to_vec(),
+            |b| b.histogram_bounds(),
+        );
+        let endpoint = listener
+            .map(|listener| Endpoint::new(listener, &bounds))
+            .transpose()?;
         let stats = Signals::default();
         let otlp = build_otlp(&self.destinations, &settings, &resource, &stats)?;
         let layer = self.spanmetrics_layer(endpoint.as_ref(), &otlp);

@@ -11,7 +11,7 @@ pub(crate) enum Endpoint {}
 pub(crate) enum Running {}
 
 impl Endpoint {
-    pub(crate) fn new(listener: TcpListener) -> Result<Self, InitError> {
+    pub(crate) fn new(listener: TcpListener, _bounds: &[f64]) -> Result<Self, InitError> {
         drop(listener);
         Err(InitError::NotBuiltIn {
             setting: "a Prometheus listen address".to_owned(),

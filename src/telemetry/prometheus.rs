@@ -18,10 +18,11 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 static METADATA: metrics::Metadata<'static> =
     metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
-/// Builds the recorder: every histogram gets the default buckets (100 µs … 60 s).
-pub(crate) fn recorder() -> PrometheusRecorder {
+/// Builds the recorder: every histogram gets `bounds` as buckets (the layer's: 100 µs … 60 s
+/// unless set, with every objective's latency threshold), never a summary.
+pub(crate) fn recorder(bounds: &[f64]) -> PrometheusRecorder {
     PrometheusBuilder::new()
-        .set_buckets(crate::names::DEFAULT_BUCKETS)
+        .set_buckets(bounds)
         .unwrap_or_else(|_| PrometheusBuilder::new())
         .build_recorder()
 }

@@ -1,5 +1,5 @@
-//! The whole program against real tools: error-rate alerts on a real Prometheus, the dashboard
-//! in a headless Chromium, and start-up with a Prometheus address that cannot be listened on
+//! The whole program against real tools: error-rate alerts on a real Prometheus, the rules
+//! generated from objectives under promtool, the dashboard in a headless Chromium, and start-up with a Prometheus address that cannot be listened on
 //! (a clear error, or best effort with OTLP export to a real rotel collector).
 //!
 //! Global state: the first test of
@@ -21,4 +21,5 @@ mod processes;
 
 mod alerts_fire_on_a_real_prometheus;
 mod dashboard_page_shows_live_numbers_in_chromium;
+mod objective_rules_measure_and_alert;
 mod unusable_prometheus_addresses_fail_clearly_or_are_skipped_in_best_effort_mode;

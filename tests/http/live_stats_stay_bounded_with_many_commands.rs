@@ -1,7 +1,8 @@
 //! In process, through `Telemetry::builder()`: however many distinct commands and failures
 //! there are, the live statistics keep at most 256 rows (the rest folded into `_OTHER`, with
 //! exact totals) and at most 100 recent failures; commands in flight and the builder's health
-//! objectives show up in `/api/commands` and `/health`.
+//! objectives show up in `/api/commands` and `/health`. A declared objective's latency threshold
+//! is a bucket of the `/metrics` histograms beside the program's own buckets.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,6 +27,18 @@ fn many_commands_fold_into_other_and_recent_failures_stay_capped() {
         .with_env(Vec::new())
         .with_prometheus_listen(Some(SocketAddr::from(([127, 0, 0, 1], 0))))
         .with_default_log_filter("off")
+        .with_layer(
+            spanmetrics::SpanMetricsLayer::builder()
+                // Custom buckets without the objective's threshold: it is added all the same.
+                .with_buckets(&[0.1, 1.0])
+                .unwrap()
+                .with_objective(
+                    spanmetrics::objectives::Objective::new("cmd-fast")
+                        .for_commands(["cmd-000"])
+                        .latency(0.99, Duration::from_millis(250)),
+                )
+                .unwrap(),
+        )
         .with_health_objectives(
             spanmetrics::HealthObjectives::default()
                 .with_success_rate(0.2, 0.1)
@@ -73,6 +86,20 @@ fn many_commands_fold_into_other_and_recent_failures_stay_capped() {
     assert_eq!(s["totals"]["errors"], 400);
     assert_eq!(s["totals"]["since_start"]["calls"], 800);
     assert_eq!(guard.spanmetrics().dropped(), 0);
+
+    // The Prometheus histogram has the program's buckets and the objective's threshold.
+    guard.spanmetrics().flush();
+    let page = get(addr, "/metrics").body;
+    let bounds: Vec<&str> = page
+        .lines()
+        .filter(|l| {
+            l.starts_with("command_duration_seconds_bucket{")
+                && l.contains("command=\"cmd-000\"")
+                && l.contains("outcome=\"ok\"")
+        })
+        .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(bounds, ["0.1", "0.25", "1", "+Inf"], "{page}");
 
     let recent = get(addr, "/api/commands/recent?outcome=error&limit=100").json();
     let items = recent["items"].as_array().unwrap();

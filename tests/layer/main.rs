@@ -27,6 +27,7 @@ mod hostile_span_shapes;
 mod live_stats_are_read_in_process;
 mod marks_and_busy_time;
 mod no_record_is_lost;
+mod objectives_are_checked_when_declared;
 mod outcome_rules;
 mod selection;
 mod span_lifecycles;
