@@ -10,7 +10,9 @@
 //! - `throughput`: the same total number of calls split over 1 or 2 threads (wall time per call).
 //!   First, because the registry stops scaling once the main thread has used tracing.
 //! - `overhead`: caller's cost per call, single thread, configurations 1–8 (see `BENCHMARKS.md`).
-//! - `failing`: the same handler failing on every call (`err(Debug)`), registry vs spanmetrics.
+//! - `failing`: the same handler failing on every call (`err(Debug)`), registry vs spanmetrics,
+//!   and spanmetrics with the pipeline's OTLP log bridge (the ERROR event becomes a log record
+//!   handed to a batch processor whose exporter discards it).
 //! - `forwarding`: spanmetrics' background cost, i.e. `SpanMetricsHandle::flush()` time per
 //!   forwarded call (one `Finished` record), which the `overhead` group does not see because it
 //!   happens on the layer's own thread.
@@ -404,7 +406,41 @@ fn failing(c: &mut Criterion) {
             "the failing handler's error series is missing"
         );
     }
+    {
+        // The pipeline's log bridge (OTLP logs on): every ERROR event becomes a log record.
+        let provider = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+            .with_batch_exporter(DiscardLogs)
+            .build();
+        let mut setup = spanmetrics_setup(|b| b);
+        let dispatch = Dispatch::new(
+            tracing_subscriber::registry()
+                .with(setup.take_layer())
+                .with(
+                    opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(
+                        &provider,
+                    ),
+                ),
+        );
+        dispatcher::with_default(&dispatch, || {
+            group.bench_function("spanmetrics_both_sinks_and_log_bridge", |b| b.iter(fail));
+        });
+        let _ = provider.shutdown();
+    }
     group.finish();
+}
+
+/// A log exporter that discards what it is given (the bridge's cost on the caller's thread is
+/// what is measured; the export runs on the batch processor's thread).
+#[derive(Debug)]
+struct DiscardLogs;
+
+impl opentelemetry_sdk::logs::LogExporter for DiscardLogs {
+    async fn export(
+        &self,
+        _batch: opentelemetry_sdk::logs::LogBatch<'_>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        Ok(())
+    }
 }
 
 /// `threads` dispatchers for one subscriber: either clones of one `Dispatch` (whose reference

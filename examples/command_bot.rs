@@ -2,7 +2,8 @@
 //! with nothing but `#[tracing::instrument]`: every command shows up as metrics.
 //!
 //! ```text
-//! cargo run --example command_bot -- --simulate 500 --error-rate 0.1 --seed 7   # traffic generator
+//! cargo run --example command_bot -- --simulate 600 --rate 40                    # first run: ~15 s, live dashboard
+//! cargo run --example command_bot -- --simulate 500 --error-rate 0.1 --seed 7   # traffic generator, as fast as it goes
 //! cargo run --example command_bot -- --simulate 600 --rate 50 --linger 60       # paced, then keeps /metrics up
 //! cargo run --example command_bot                                              # commands on stdin
 //! cargo run --example command_bot -- --listen 127.0.0.1:7000                   # one command per TCP line
@@ -18,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -263,14 +265,21 @@ async fn simulate(args: &Args) -> BTreeMap<String, Tally> {
     let mut pace = args
         .rate
         .map(|rate| tokio::time::interval(Duration::from_secs_f64(1.0 / rate)));
+    let (done, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let progress = report_progress(Arc::clone(&done), Arc::clone(&failed), count);
     for (platform, line, fault) in plan {
         if let Some(pace) = &mut pace {
             pace.tick().await;
         }
         let permit = Arc::clone(&permits).acquire_owned().await.ok();
+        let (done, failed) = (Arc::clone(&done), Arc::clone(&failed));
         tasks.push(tokio::spawn(async move {
             let outcome = dispatch(&platform, &line, fault).await;
             drop(permit);
+            done.fetch_add(1, Ordering::Relaxed);
+            if matches!(outcome, Some((_, Err(_)))) {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
             outcome
         }));
     }
@@ -284,13 +293,47 @@ async fn simulate(args: &Args) -> BTreeMap<String, Tally> {
             }
         }
     }
+    progress.abort();
     tallies
 }
 
-fn print_summary(tallies: &BTreeMap<String, Tally>) {
+/// Prints how far the traffic is every two seconds.
+fn report_progress(
+    done: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    total: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            println!(
+                "progress: {}/{total} commands, {} failed",
+                done.load(Ordering::Relaxed),
+                failed.load(Ordering::Relaxed)
+            );
+        }
+    })
+}
+
+/// A duration in seconds, for the table: `12.3ms`, `1.20s`, `-` when unknown.
+fn latency(seconds: Option<f64>) -> String {
+    match seconds {
+        None => "-".to_owned(),
+        Some(s) if s < 1.0 => format!("{:.1}ms", s * 1e3),
+        Some(s) => format!("{s:.2}s"),
+    }
+}
+
+/// The per-command table (the bot's own tallies, with the latency percentiles the layer's live
+/// statistics measured), then the state of each objective.
+fn print_summary(tallies: &BTreeMap<String, Tally>, live: Option<&spanmetrics::live::LiveStats>) {
+    use spanmetrics::live::Window;
+    let summary = live.map(|live| live.summary(Window::OneHour));
     println!(
-        "{:<10} {:>6} {:>6}  errors by type",
-        "command", "calls", "errors"
+        "{:<10} {:>6} {:>6} {:>8} {:>8} {:>8} {:>8}  errors by type",
+        "command", "calls", "errors", "success", "p50", "p95", "p99"
     );
     for (command, tally) in tallies {
         let errors: u64 = tally.errors.values().sum();
@@ -299,11 +342,41 @@ fn print_summary(tallies: &BTreeMap<String, Tally>) {
             .iter()
             .map(|(t, n)| format!("{t}={n}"))
             .collect();
+        let figures = summary
+            .as_ref()
+            .and_then(|s| s.command(command))
+            .map(|c| &c.window);
         println!(
-            "{command:<10} {:>6} {errors:>6}  {}",
+            "{command:<10} {:>6} {errors:>6} {:>7.1}% {:>8} {:>8} {:>8}  {}",
             tally.calls,
+            100.0 * (tally.calls - errors) as f64 / tally.calls.max(1) as f64,
+            latency(figures.and_then(|f| f.p50_s)),
+            latency(figures.and_then(|f| f.p95_s)),
+            latency(figures.and_then(|f| f.p99_s)),
             by_type.join(" ")
         );
+    }
+    println!();
+    let Some(live) = live else {
+        println!("objectives: not judged (the live statistics are off with the HTTP endpoint)");
+        return;
+    };
+    // Judged over the whole run (up to an hour), as the burn-rate alerts would.
+    let health = live
+        .health(&spanmetrics::HealthObjectives::default().with_window(Duration::from_secs(3600)));
+    println!("{:<32} {:>10}  state", "objective", "burn rate");
+    for (name, check) in &health.checks {
+        let Some(objective) = name.strip_prefix("objective:") else {
+            continue;
+        };
+        let state = match check.status {
+            spanmetrics::live::CheckStatus::Pass => "met",
+            spanmetrics::live::CheckStatus::Warn => "burning its budget (degraded)",
+            spanmetrics::live::CheckStatus::Fail => "burning fast (unhealthy: would page)",
+            _ => "no data",
+        };
+        let burn = check.value.map_or("-".to_owned(), |b| format!("{b:.2}x"));
+        println!("{objective:<32} {burn:>10}  {state}");
     }
 }
 
@@ -473,6 +546,8 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
+    let dashboard = guard.prometheus_addr();
+    let live = guard.spanmetrics().live();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -480,8 +555,11 @@ fn main() -> std::process::ExitCode {
         .expect("a tokio runtime");
     runtime.block_on(async {
         if args.simulate.is_some() {
+            if let Some(addr) = dashboard {
+                println!("dashboard: http://{addr}/ (live while the bot runs; metrics on /metrics, health on /health)");
+            }
             let tallies = simulate(&args).await;
-            print_summary(&tallies);
+            print_summary(&tallies, live.as_ref());
             if let Some(seconds) = args.linger {
                 // Keep /metrics up so a scraper sees the final numbers (and alerts can settle).
                 tokio::time::sleep(Duration::from_secs(seconds)).await;

@@ -372,7 +372,11 @@ impl Builder {
     pub fn build(self) -> SpanMetricsLayer {
         let live = self.live.map(|slow| {
             let notables = Arc::new(Notables::new(slow));
-            let windows = Windows::new(self.config.max_series, Arc::clone(&notables));
+            let windows = Windows::new(
+                self.config.max_series,
+                Arc::clone(&notables),
+                self.config.objectives.clone(),
+            );
             (Arc::new(windows), notables)
         });
         let targets = Targets {

@@ -3,6 +3,55 @@
 use std::time::{Duration, SystemTime};
 
 use super::view::{Check, CheckStatus, Health, HealthStatus, Summary};
+use super::windows::ObjectiveCounts;
+use crate::objectives::{Commands, Objective};
+
+/// The burn rate above which an objective's health check fails: the page rate of the
+/// generated alerts (14.4× spends 2 % of a 30-day budget in an hour). Above 1× it warns.
+pub const FAIL_BURN_RATE: f64 = 14.4;
+
+/// The health checks of the layer's objectives: each SLI's burn rate (bad share over the error
+/// budget) over the health window, warning above 1×, failing above [`FAIL_BURN_RATE`], `no_data`
+/// without calls. `counts` gives an objective's counts over the window (`None` when it cannot
+/// be judged in process: commands selected by label).
+pub(crate) fn objective_checks(
+    objectives: &[Objective],
+    counts: impl Fn(&Objective) -> Option<ObjectiveCounts>,
+) -> Vec<(String, Check)> {
+    let mut checks = Vec::new();
+    for objective in objectives {
+        let counts = match objective.commands() {
+            Commands::Named(_) => counts(objective),
+            _ => None,
+        };
+        let slis = [
+            (
+                "success",
+                objective.success_target(),
+                counts.map(|c| c.errors),
+            ),
+            (
+                "latency",
+                objective.latency_target().map(|l| l.ratio),
+                counts.map(|c| c.slow),
+            ),
+        ];
+        for (sli, target, bad) in slis {
+            let Some(target) = target else { continue };
+            let budget = 1.0 - target;
+            let calls = counts.map_or(0, |c| c.calls);
+            let burn = bad
+                .filter(|_| calls > 0)
+                .map(|bad| bad as f64 / calls as f64 / budget);
+            let mut result = above(burn, 1.0, FAIL_BURN_RATE, "burn rate");
+            if burn.is_none() {
+                result.status = CheckStatus::NoData;
+            }
+            checks.push((format!("objective:{}:{sli}", objective.name()), result));
+        }
+    }
+    checks
+}
 
 /// What `/health` checks, evaluated over a sliding window (default 5 minutes), so the status
 /// recovers by itself once a problem stops.
@@ -145,6 +194,7 @@ pub(crate) fn evaluate(
     summary: &Summary,
     objectives: &HealthObjectives,
     failing_exports: &[&'static str],
+    objective_checks: Vec<(String, Check)>,
 ) -> Health {
     let mut checks = Vec::new();
     let all = &summary.totals;
@@ -155,16 +205,21 @@ pub(crate) fn evaluate(
         Some(r) if judged && r < objectives.success_warn => CheckStatus::Warn,
         _ => CheckStatus::Pass,
     };
-    checks.push((
-        "success_rate".to_owned(),
-        check(
-            status,
-            rate,
-            objectives.success_warn,
-            objectives.success_fail,
-            "ratio",
-        ),
-    ));
+    // Declared objectives judge success (and latency) themselves, as the alerts do.
+    if objective_checks.is_empty() {
+        checks.push((
+            "success_rate".to_owned(),
+            check(
+                status,
+                rate,
+                objectives.success_warn,
+                objectives.success_fail,
+                "ratio",
+            ),
+        ));
+    } else {
+        checks.extend(objective_checks);
+    }
     if let Some((warn, fail)) = objectives.p95 {
         checks.push((
             "p95_latency".to_owned(),
@@ -216,7 +271,7 @@ pub(crate) fn evaluate(
         .unwrap_or(CheckStatus::Pass);
     Health {
         status: match worst {
-            CheckStatus::Pass => HealthStatus::Healthy,
+            CheckStatus::Pass | CheckStatus::NoData => HealthStatus::Healthy,
             CheckStatus::Warn => HealthStatus::Degraded,
             CheckStatus::Fail => HealthStatus::Unhealthy,
         },

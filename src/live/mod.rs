@@ -42,7 +42,7 @@ pub(crate) mod windows;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use self::health::HealthObjectives;
+pub use self::health::{HealthObjectives, FAIL_BURN_RATE};
 pub use self::view::{
     Check, CheckStatus, CommandSinceStart, CommandStats, Figures, Health, HealthStatus,
     RecentCommand, SinceStart, Summary, Totals,
@@ -141,10 +141,17 @@ impl LiveStats {
         failing_exports: &[&'static str],
     ) -> Health {
         (self.flush)();
-        let summary = self
-            .windows
-            .summary(WindowSpec::covering(objectives.window), "");
-        health::evaluate(&summary, objectives, failing_exports)
+        let window = WindowSpec::covering(objectives.window);
+        let summary = self.windows.summary(window, "");
+        let checks = health::objective_checks(&self.windows.objectives, |o| match o.commands() {
+            crate::objectives::Commands::Named(names) => Some(self.windows.objective_counts(
+                window,
+                names,
+                o.latency_target().map(|l| l.threshold),
+            )),
+            _ => None,
+        });
+        health::evaluate(&summary, objectives, failing_exports, checks)
     }
 }
 

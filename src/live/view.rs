@@ -194,6 +194,11 @@ pub enum HealthStatus {
 pub enum CheckStatus {
     /// Within the objective.
     Pass,
+    /// Nothing to judge: no call of the commands it covers in the window (or, for an
+    /// objective that selects commands by label, never judged in process). Not a pass; the
+    /// service's status is not lowered by it.
+    #[serde(rename = "no_data")]
+    NoData,
     /// Past the warning threshold.
     Warn,
     /// Past the failing threshold.
@@ -240,7 +245,9 @@ pub struct Health {
     /// Calls that finished in the window.
     pub calls_in_window: u64,
     /// Each check by name (`success_rate`, `p95_latency`, `p95_latency:<command>`,
-    /// `in_flight`, `export`), in that order.
+    /// `in_flight`, `export`), in that order; with objectives declared on the layer,
+    /// `objective:<name>:success` and `objective:<name>:latency` (their burn rates) take the
+    /// place of `success_rate`.
     #[serde(serialize_with = "ordered_map")]
     pub checks: Vec<(String, Check)>,
 }

@@ -15,6 +15,7 @@ use super::view::{
 };
 use crate::capture::catalog::{Catalog, OTHER_ID, OVERFLOW_COMMAND};
 use crate::handoff::notable::{Notable, Notables, TraceRef};
+use crate::objectives::Objective;
 use crate::sink::{CommandFeed, FinishedCommand};
 
 /// Most commands tracked individually; the rest share the `_OTHER` row.
@@ -266,7 +267,18 @@ pub(crate) struct Windows {
     max_commands: usize,
     /// Failed and slow commands as captured on their threads, and the slow thresholds.
     notables: Arc<Notables>,
+    /// The layer's objectives, judged by the health checks.
+    pub(crate) objectives: Vec<Objective>,
     inner: Mutex<Inner>,
+}
+
+/// An objective's counts over a window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ObjectiveCounts {
+    pub(crate) calls: u64,
+    pub(crate) errors: u64,
+    /// Calls over the latency threshold (when it has one).
+    pub(crate) slow: u64,
 }
 
 impl std::fmt::Debug for Windows {
@@ -281,11 +293,16 @@ pub(crate) const RESOLUTION: &str =
 
 impl Windows {
     /// `max_commands` is capped at [`MAX_COMMANDS`]; `notables` is the queue the layer fills.
-    pub(crate) fn new(max_commands: usize, notables: Arc<Notables>) -> Self {
+    pub(crate) fn new(
+        max_commands: usize,
+        notables: Arc<Notables>,
+        objectives: Vec<Objective>,
+    ) -> Self {
         Self {
             started: Instant::now(),
             max_commands: max_commands.clamp(1, MAX_COMMANDS),
             notables,
+            objectives,
             inner: Mutex::new(Inner {
                 slots: Vec::new(),
                 commands: Vec::new(),
@@ -347,6 +364,35 @@ impl Windows {
             0
         };
         self.notables.set_threshold(command, p95);
+    }
+
+    /// The counts of the commands named `commands` over `window`, with the calls slower than
+    /// `threshold` (when given) among them.
+    pub(crate) fn objective_counts(
+        &self,
+        window: WindowSpec,
+        commands: &[String],
+        threshold: Option<Duration>,
+    ) -> ObjectiveCounts {
+        let now_s = self.started.elapsed().as_secs();
+        let inner = self.lock();
+        let mut counts = ObjectiveCounts::default();
+        for c in inner
+            .commands
+            .iter()
+            .filter(|c| commands.iter().any(|n| **n == *c.name))
+        {
+            let mut w = WindowStats::default();
+            c.rings[window.ring].collect(now_s, window.buckets, &mut w);
+            counts.calls += w.calls;
+            counts.errors += w.errors;
+            if let Some(t) = threshold {
+                counts.slow += w
+                    .merged
+                    .count_above_ns(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+            }
+        }
+        counts
     }
 
     /// Every command's figures over `window` (called `name`), sorted by command.

@@ -328,7 +328,8 @@ fn parse_summary(stdout: &str) -> Option<Summary> {
     let mut lines = stdout.lines().skip_while(|l| !l.starts_with("command "));
     lines.next()?;
     let mut summary = Summary::new();
-    for line in lines {
+    // The table ends at the first empty line (the objectives follow).
+    for line in lines.take_while(|l| !l.trim().is_empty()) {
         let mut words = line.split_whitespace();
         let (Some(command), Some(calls), Some(errors)) = (words.next(), words.next(), words.next())
         else {
@@ -336,7 +337,9 @@ fn parse_summary(stdout: &str) -> Option<Summary> {
         };
         let calls: u64 = calls.parse().ok()?;
         let errors: u64 = errors.parse().ok()?;
+        // After the success rate and the percentiles, the `type=count` pairs.
         let by_type: BTreeMap<String, u64> = words
+            .filter(|w| w.contains('='))
             .map(|w| {
                 let (t, n) = w.split_once('=')?;
                 Some((t.to_owned(), n.parse().ok()?))

@@ -21,6 +21,7 @@ mod two_sinks;
 
 mod both_sinks_count_exactly;
 mod cardinality_caps;
+mod health_judges_the_declared_objectives;
 mod hostile_fields;
 mod hostile_label_values_render_as_valid_exposition;
 mod hostile_span_shapes;
