@@ -38,6 +38,17 @@ pub enum InitError {
         /// What is wrong with it.
         problem: String,
     },
+    /// `SPANMETRICS_OBJECTIVES` or `SPANMETRICS_OBJECTIVES_FILE` does not give objectives that
+    /// can be measured.
+    #[error("{variable}={value:?}: {problem}")]
+    Objectives {
+        /// The variable.
+        variable: String,
+        /// Its value (the JSON, or the file's path).
+        value: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// The TLS library refused to set up a client configuration.
     #[error("cannot set up TLS for OTLP export: {0}")]
     Tls(String),

@@ -24,6 +24,7 @@ mod export_stats;
 mod guard;
 mod live_env;
 mod metric_names;
+mod objectives_env;
 #[cfg(any(feature = "otlp-grpc", feature = "otlp-http"))]
 mod otlp;
 mod process;
@@ -96,6 +97,7 @@ impl std::fmt::Debug for Secret {
 /// | `OTEL_EXPORTER_OTLP_CERTIFICATE` (and per signal) | path of a PEM file of CA certificates that replaces the bundled roots | none: the bundled Mozilla roots |
 /// | `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CLIENT_KEY` (and per signal) | paths of the PEM client certificate chain and its private key, for mutual TLS; both or neither | none |
 /// | `OTEL_EXPORTER_OTLP_INSECURE` (and per signal) | `true`, `false`: for a gRPC endpoint without a scheme, `true` means plain text | `false` |
+/// | `SPANMETRICS_OBJECTIVES`, `SPANMETRICS_OBJECTIVES_FILE` (one or the other) | a JSON list of objectives, in the variable or in the named file: `[{"name": "roll-ok", "commands": ["roll"], "success_rate": 0.995, "latency": {"ratio": 0.99, "under_ms": 250}, "window_days": 30}]` (or `"label": {"tier": "vip"}` instead of `"commands"`); added to the layer's own and checked as `with_objective` checks them (`InitError::Objectives`) | none |
 /// | `SPANMETRICS_OTLP_LOGS_FILTER` | `tracing` directives: which events are exported as OTLP logs (separate from `RUST_LOG`) | `info` |
 /// | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` | `parentbased_always_on` (command metrics always count 100% of commands) |
 /// | `OTEL_TRACES_SAMPLER_ARG` | ratio `0`…`1` | `1` |
@@ -319,6 +321,21 @@ impl TelemetryBuilder {
         };
         let settings = env.settings()?;
         let live_env = live_env::settings(&env)?;
+        // The environment's objectives join the layer's; each is checked as the builder checks.
+        let objectives_env::FromEnv { objectives, source } = objectives_env::objectives(&env)?;
+        if let Some((variable, value)) = source {
+            let mut layer = self.layer.take().unwrap_or_default();
+            for objective in objectives {
+                layer = layer
+                    .with_objective(objective)
+                    .map_err(|e| InitError::Objectives {
+                        variable: variable.clone(),
+                        value: value.clone(),
+                        problem: e.to_string(),
+                    })?;
+            }
+            self.layer = Some(layer);
+        }
         if !cfg!(feature = "http") {
             let builder_live = [
                 (

@@ -687,6 +687,40 @@ fn failing_commands_fire_the_error_rate_alerts_and_fill_every_dashboard_query() 
         healthy.contains("ping") && failing.len() >= 4,
         "the generator no longer gives failing commands and an error-free one: {summary:?}"
     );
+    // The first-run output: the dashboard's address first, then progress, the table with
+    // success rates and percentiles, and the objectives' states as the layer judged them.
+    let stdout = run.bot.stdout();
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(first.starts_with("dashboard: http://"), "{stdout}");
+    assert!(stdout.contains("progress: "), "{stdout}");
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("weather "))
+        .unwrap_or_else(|| panic!("no weather row: {stdout}"));
+    assert_eq!(
+        row.split_whitespace()
+            .filter(|w| w.ends_with("ms") || w.ends_with('s'))
+            .count(),
+        3,
+        "p50, p95 and p99: {row}"
+    );
+    let objective = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no objective line {name}: {stdout}"))
+            .to_owned()
+    };
+    // Half the commands fail: the success objective burns fast; the weather upstream answers
+    // in milliseconds against a 1 s threshold.
+    assert!(
+        objective("commands-succeed:success").contains("would page"),
+        "{stdout}"
+    );
+    assert!(
+        objective("weather-fast:latency").ends_with(" met"),
+        "{stdout}"
+    );
 
     run.wait_for_counts(&summary);
 

@@ -249,3 +249,115 @@ fn an_invalid_default_log_filter_is_an_init_error_even_when_rust_log_is_set() {
     }
     assert!(!tracing::dispatcher::has_been_set());
 }
+
+/// Objectives from the environment: each problem is an `InitError::Objectives` naming the
+/// variable, its value and what is wrong.
+#[test]
+fn invalid_objectives_from_the_environment_name_the_variable_and_the_problem() {
+    let missing =
+        std::env::temp_dir().join(format!("no-such-objectives-{}.json", std::process::id()));
+    let missing = missing.to_string_lossy().into_owned();
+    let bad_file = std::env::temp_dir().join(format!("bad-objectives-{}.json", std::process::id()));
+    std::fs::write(&bad_file, "{not json").unwrap();
+    let bad_file = bad_file.to_string_lossy().into_owned();
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "SPANMETRICS_OBJECTIVES",
+            "roll=0.99",
+            "expected a JSON list",
+        ),
+        (
+            "SPANMETRICS_OBJECTIVES",
+            r#"{"name": "a"}"#,
+            "expected a JSON list",
+        ),
+        (
+            "SPANMETRICS_OBJECTIVES",
+            r#"[{"name": "a", "comands": ["roll"]}]"#,
+            "unknown field",
+        ),
+        (
+            "SPANMETRICS_OBJECTIVES",
+            r#"[{"name": "a", "commands": ["roll"], "success_rate": 1.5}]"#,
+            "between 0 and 1",
+        ),
+        (
+            "SPANMETRICS_OBJECTIVES",
+            r#"[{"name": "a", "commands": ["roll"]}]"#,
+            "no target",
+        ),
+        (
+            "SPANMETRICS_OBJECTIVES",
+            r#"[{"name": "a", "success_rate": 0.9}]"#,
+            "covers no command",
+        ),
+        (
+            "SPANMETRICS_OBJECTIVES",
+            r#"[{"name": "a", "commands": ["roll"], "label": {"tier": "vip"}, "success_rate": 0.9}]"#,
+            "not both",
+        ),
+        (
+            "SPANMETRICS_OBJECTIVES",
+            r#"[{"name": "a", "label": {"tier": "vip"}, "success_rate": 0.9}]"#,
+            "not allow-listed",
+        ),
+        (
+            "SPANMETRICS_OBJECTIVES",
+            r#"[{"name": "a", "commands": ["roll"], "latency": {"ratio": 0.99, "under_ms": -5}}]"#,
+            "above 0",
+        ),
+        (
+            "SPANMETRICS_OBJECTIVES",
+            r#"[{"name": "a", "commands": ["roll"], "success_rate": 0.9, "window_days": 1}]"#,
+            "3 to 366 days",
+        ),
+        (
+            "SPANMETRICS_OBJECTIVES",
+            r#"[{"name": "a", "commands": ["roll"], "success_rate": 0.9}, {"name": "a", "commands": ["ask"], "success_rate": 0.9}]"#,
+            "two objectives are named `a`",
+        ),
+        ("SPANMETRICS_OBJECTIVES_FILE", &missing, "cannot be read"),
+        (
+            "SPANMETRICS_OBJECTIVES_FILE",
+            &bad_file,
+            "expected a JSON list",
+        ),
+    ];
+    for (variable, value, problem) in cases {
+        let result = Telemetry::builder()
+            .with_prometheus_listen(None)
+            .with_env([((*variable).to_owned(), (*value).to_owned())])
+            .install();
+        match result {
+            Err(
+                ref error @ InitError::Objectives {
+                    variable: ref v,
+                    value: ref got,
+                    problem: ref p,
+                },
+            ) => {
+                assert_eq!(v, variable, "{error}");
+                assert_eq!(got, value, "{error}");
+                assert!(
+                    p.contains(problem),
+                    "{variable}={value}: `{p}` should say `{problem}`"
+                );
+                assert!(error.to_string().contains(variable));
+            }
+            other => panic!("{variable}={value:?} should be refused, got {other:?}"),
+        }
+    }
+    let both = Telemetry::builder()
+        .with_prometheus_listen(None)
+        .with_env([
+            ("SPANMETRICS_OBJECTIVES".to_owned(), "[]".to_owned()),
+            ("SPANMETRICS_OBJECTIVES_FILE".to_owned(), bad_file.clone()),
+        ])
+        .install();
+    assert!(
+        matches!(both, Err(InitError::Objectives { ref problem, .. }) if problem.contains("not both")),
+        "{both:?}"
+    );
+    let _ = std::fs::remove_file(&bad_file);
+    assert!(!tracing::dispatcher::has_been_set());
+}

@@ -413,3 +413,80 @@ fn without_a_collector_the_program_runs_and_shutdown_reports_the_loss() {
     assert_eq!(warnings("metrics"), 1, "{stderr}");
     assert!(warnings("traces") <= 1, "{stderr}");
 }
+
+/// The explicit bounds rotel printed for `metric` (its first data point), in order.
+fn explicit_bounds(output: &str, metric: &str) -> Vec<String> {
+    let mut lines = output
+        .lines()
+        .skip_while(|l| l.trim() != format!("-> Name: {metric}"));
+    lines.next();
+    lines
+        .take_while(|l| !l.trim().starts_with("-> Name:"))
+        .filter_map(|l| l.trim().strip_prefix("ExplicitBounds #"))
+        .filter_map(|l| Some(l.split_once(": ")?.1.to_owned()))
+        .take_while({
+            let mut last = f64::MIN;
+            move |b| {
+                let v: f64 = b.parse().unwrap_or(f64::MAX);
+                let ascending = v > last;
+                last = v;
+                ascending
+            }
+        })
+        .collect()
+}
+
+/// The documented path for burn-rate rules on OTLP-exported latency: with
+/// `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION=explicit_bucket_histogram`, the
+/// objective's threshold (here from `SPANMETRICS_OBJECTIVES`) is a bucket bound of the
+/// histogram the collector receives; with the default base-2 exponential histograms there are
+/// no fixed bounds at all (which is why the rules need the explicit ones).
+#[test]
+fn with_explicit_buckets_the_objective_threshold_is_a_bound_of_the_exported_histogram() {
+    for (aggregation, wanted) in [
+        ("explicit_bucket_histogram", true),
+        ("base2_exponential_bucket_histogram", false),
+    ] {
+        let Some(rotel) = rotel() else {
+            return;
+        };
+        let mut driver = driver(
+            "none",
+            &[
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    format!("http://127.0.0.1:{}", rotel.grpc),
+                ),
+                (
+                    "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+                    aggregation.to_owned(),
+                ),
+                (
+                    "SPANMETRICS_OBJECTIVES",
+                    r#"[{"name": "roll-fast", "commands": ["roll"], "latency": {"ratio": 0.99, "under_ms": 333}}]"#
+                        .to_owned(),
+                ),
+                ("SPANMETRICS_PROMETHEUS_LISTEN", "off".to_owned()),
+            ],
+        );
+        driver.send("run roll:ok:3");
+        driver.wait_for_lines("done", 1);
+        driver.send("exit");
+        assert!(driver.wait_exit().success(), "{}", driver.stderr());
+        let expected = expected("roll:ok:3");
+        poll("the metrics at the collector", || {
+            (parse_rotel(&rotel.stdout()).duration_counts() == expected).then_some(())
+        });
+        let bounds = explicit_bounds(&rotel.stdout(), "command.duration");
+        if wanted {
+            assert!(
+                bounds.iter().any(|b| b == "0.333")
+                    && bounds.iter().any(|b| b == "0.25")
+                    && bounds.iter().any(|b| b == "0.5"),
+                "the threshold among the default bounds: {bounds:?}"
+            );
+        } else {
+            assert!(bounds.is_empty(), "exponential histograms: {bounds:?}");
+        }
+    }
+}
